@@ -1,0 +1,128 @@
+//! Command-line surface (clap derive). Flags only: no I/O, no decisions.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "origin-audit",
+    version,
+    about = "Finds what on this origin makes Cloudflare show 521/522: firewall rules that drop, \
+             reject or rate-limit Cloudflare's ranges, and missing or loopback-only listeners.",
+    after_help = "Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown (the firewall could not be read)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Audit this host (or a snapshot / saved dumps): listeners, firewall verdicts per range and port.
+    Check(CheckArgs),
+    /// The verdict for one source address and port, with every chain and rule on the path.
+    Explain(ExplainArgs),
+    /// Write everything `check` reads (listeners, interfaces, raw dumps, ranges) as JSON.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Where the host state comes from, and what to audit.
+#[derive(Debug, Clone, Args, Default)]
+pub struct InputArgs {
+    /// Analyse a snapshot written by `origin-audit snapshot` instead of the live host.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// An IPv4 `iptables-save` dump (backend taken from its header; repeatable).
+    #[arg(long = "iptables-save", value_name = "FILE")]
+    pub iptables_save: Vec<PathBuf>,
+    /// An IPv6 `ip6tables-save` dump (repeatable).
+    #[arg(long = "ip6tables-save", value_name = "FILE")]
+    pub ip6tables_save: Vec<PathBuf>,
+    /// An `nft -j list ruleset` dump (repeatable).
+    #[arg(long = "nft-json", value_name = "FILE")]
+    pub nft_json: Vec<PathBuf>,
+    /// An `ipset save` dump (repeatable).
+    #[arg(long = "ipset-save", value_name = "FILE")]
+    pub ipset_save: Vec<PathBuf>,
+    /// Interface where Cloudflare's packets arrive (default: the default-route interfaces).
+    #[arg(long = "iface", value_name = "NAME")]
+    pub iface: Vec<String>,
+    /// This host's public address the packets are sent to (default: the addresses of --iface).
+    #[arg(long = "dest", value_name = "ADDR")]
+    pub dest: Vec<IpAddr>,
+    /// Use the cached or bundled ranges; never touch the network.
+    #[arg(long)]
+    pub offline: bool,
+    /// Read the provider's ranges from this file (JSON as the API returns it, or one CIDR a line).
+    #[arg(long = "ranges-file", value_name = "FILE")]
+    pub ranges_file: Option<PathBuf>,
+    /// Fetch the ranges from this URL instead of the provider's (mirrors, tests).
+    #[arg(long = "ranges-url", value_name = "URL")]
+    pub ranges_url: Option<String>,
+    /// Directory for the ranges cache (default /var/cache/origin-audit, or the user's cache dir).
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl InputArgs {
+    pub fn has_offline_dumps(&self) -> bool {
+        !(self.iptables_save.is_empty()
+            && self.ip6tables_save.is_empty()
+            && self.nft_json.is_empty()
+            && self.ipset_save.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Ports to audit, comma separated (default 80,443).
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub ports: Vec<u16>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Colour: auto (only on a terminal), always, never.
+    #[arg(long, value_enum, default_value_t)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// Source address (e.g. a Cloudflare address).
+    pub address: IpAddr,
+    /// Destination port.
+    pub port: u16,
+    /// Explain a packet of an established connection instead of a new one (SYN).
+    #[arg(long)]
+    pub established: bool,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Write to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}

@@ -1,0 +1,1 @@
+//! The findings catalogue: stable codes, titles, default severities, explanations.

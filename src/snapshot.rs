@@ -1,0 +1,119 @@
+//! [`Snapshot`]: everything origin-audit knows about one host, as plain serializable data.
+//!
+//! Owns: the shape of what `collect/` reads (listeners, interfaces, default routes, the raw
+//! firewall dumps exactly as the tools printed them, provider ranges, what could not be read) and
+//! the snapshot file format (`origin-audit snapshot` writes it, `--snapshot FILE` reads it).
+//! Raw dumps are kept verbatim rather than parsed so a snapshot taken by one version can be
+//! re-analysed by a later one, and so `check --snapshot` runs exactly the same parsers as `check`.
+//!
+//! Must not: read the host or decide anything.
+
+use crate::ranges::ProviderRanges;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+pub const SNAPSHOT_SCHEMA: &str = "origin-audit-snapshot/1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub schema: String,
+    /// RFC 3339 time the snapshot was taken (UTC).
+    pub taken_at: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `None` when listeners are unknown (offline dumps without a snapshot): listener findings are
+    /// then skipped, not reported as "nothing listens".
+    pub listeners: Option<Vec<Listener>>,
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+    #[serde(default)]
+    pub default_routes: Vec<DefaultRoute>,
+    /// `net.ipv6.bindv6only`: whether a `[::]` listener also takes IPv4 connections.
+    #[serde(default)]
+    pub bindv6only: Option<bool>,
+    pub dumps: Dumps,
+    pub ranges: ProviderRanges,
+    /// What could not be read, and why. Each becomes a `read-failed` finding.
+    #[serde(default)]
+    pub read_errors: Vec<ReadError>,
+}
+
+/// Raw firewall dumps, verbatim. `None` = not present / not read (see `read_errors`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Dumps {
+    #[serde(default)]
+    pub iptables_nft_save: Option<String>,
+    #[serde(default)]
+    pub ip6tables_nft_save: Option<String>,
+    #[serde(default)]
+    pub iptables_legacy_save: Option<String>,
+    #[serde(default)]
+    pub ip6tables_legacy_save: Option<String>,
+    /// `ipset save` (may hold several of them concatenated, from repeated `--ipset-save`).
+    #[serde(default)]
+    pub ipset_save: Option<String>,
+    /// `nft -j list ruleset` (several documents allowed: one per `--nft-json`).
+    #[serde(default)]
+    pub nft_json: Vec<String>,
+}
+
+impl Dumps {
+    pub fn is_empty(&self) -> bool {
+        self.iptables_nft_save.is_none()
+            && self.ip6tables_nft_save.is_none()
+            && self.iptables_legacy_save.is_none()
+            && self.ip6tables_legacy_save.is_none()
+            && self.ipset_save.is_none()
+            && self.nft_json.is_empty()
+    }
+}
+
+/// A listening TCP socket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Listener {
+    pub address: IpAddr,
+    pub port: u16,
+    pub process: Option<String>,
+    pub pid: Option<u32>,
+    /// IPV6_V6ONLY on a `[::]` socket, when sock_diag told us; `None` = follow `bindv6only`.
+    #[serde(default)]
+    pub v6only: Option<bool>,
+    /// SO_BINDTODEVICE, when set (sock_diag `INET_DIAG_...` `idiag_if`).
+    #[serde(default)]
+    pub bound_iface: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub up: bool,
+    pub addrs: Vec<IfAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IfAddr {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    /// `global`, `link`, `host` (as `ip -j addr` says).
+    pub scope: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DefaultRoute {
+    pub family: crate::firewall::Family,
+    pub iface: String,
+    pub gateway: Option<IpAddr>,
+}
+
+/// One thing that could not be read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReadError {
+    /// What we tried to read, e.g. `iptables-legacy (IPv4)`, `listening sockets`.
+    pub what: String,
+    /// The command or path used, e.g. `iptables-legacy-save`, `/proc/net/tcp`.
+    pub source: String,
+    /// Why it failed and, where known, the fix ("run as root / needs CAP_NET_ADMIN").
+    pub message: String,
+    /// True when this leaves the firewall itself unread (status becomes `unknown`).
+    pub firewall: bool,
+}
