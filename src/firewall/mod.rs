@@ -462,6 +462,8 @@ pub enum Match {
         ranges: Vec<(u16, u16)>,
         negate: bool,
     },
+    /// multiport `--ports`: the source *or* the destination port is in `ranges`.
+    PortEither { ranges: Vec<(u16, u16)>, negate: bool },
     /// `--tcp-flags MASK COMP` / `--syn`; nft `tcp flags & mask == comp`.
     TcpFlags { mask: u8, comp: u8, negate: bool },
     /// `-m state/conntrack --ctstate`, `ct state`.
