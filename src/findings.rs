@@ -1,1 +1,143 @@
-//! The findings catalogue: stable codes, titles, default severities, explanations.
+//! The findings catalogue: stable codes, titles, default severities and what each means.
+//!
+//! Owns: [`Code`] (the kebab-case ids external tools and `[[accept]]` exceptions key on — never
+//! rename one without a migration note), [`Severity`], [`Finding`]. The `codes_unique` test keeps
+//! the list in review: a renamed or added code shows up there.
+//! Must not: decide anything (analysis does) or format for a terminal (render does).
+
+use crate::firewall::RuleRef;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+    /// Something that leaves the verdict unknown (the firewall could not be read or parsed).
+    Unknown,
+}
+
+macro_rules! codes {
+    ($( $variant:ident = $id:literal, $sev:ident, $cf:expr, $title:literal, $doc:literal; )*) => {
+        /// Stable finding codes.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum Code { $( #[serde(rename = $id)] $variant, )* }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[ $( Code::$variant, )* ];
+            /// The stable kebab-case id.
+            pub fn id(self) -> &'static str { match self { $( Code::$variant => $id, )* } }
+            pub fn title(self) -> &'static str { match self { $( Code::$variant => $title, )* } }
+            pub fn default_severity(self) -> Severity { match self { $( Code::$variant => Severity::$sev, )* } }
+            /// The Cloudflare error visitors see because of this finding, if any.
+            pub fn cf_error(self) -> Option<u16> { match self { $( Code::$variant => $cf, )* } }
+            /// Cause and fix, for `--help`-style docs and the README.
+            pub fn description(self) -> &'static str { match self { $( Code::$variant => $doc, )* } }
+        }
+    };
+}
+
+codes! {
+    RangeDropped = "range-dropped", Critical, Some(522),
+        "Cloudflare range dropped",
+        "A firewall rule or chain policy silently drops new connections from a Cloudflare range \
+         to a web port. Cloudflare waits for a SYN-ACK that never comes and shows 522. Fix: accept \
+         the provider's ranges before the dropping rule, in the same chain.";
+    RangeRejected = "range-rejected", Critical, Some(521),
+        "Cloudflare range rejected",
+        "A REJECT rule answers Cloudflare's SYN with a TCP reset or ICMP error: Cloudflare shows \
+         521. Fix: accept the provider's ranges before the rejecting rule, in the same chain.";
+    RangeRateLimited = "range-rate-limited", Warning, None,
+        "Cloudflare range rate-limited",
+        "A rate limit (limit, hashlimit, connlimit, recent, meter, ct count) applies to Cloudflare \
+         addresses. Cloudflare concentrates many visitors on few addresses, so the limit trips \
+         under normal load and visitors get 522 (drop) or 521 (reject). Fix: accept the \
+         provider's ranges before the limit.";
+    RangeConditional = "range-conditional", Warning, None,
+        "Verdict depends on something the host cannot tell",
+        "The verdict for a Cloudflare range depends on a condition origin-audit cannot decide \
+         from this host (an unknown match, MAC of the upstream router, string/time matches, a \
+         userspace queue). Both outcomes are shown; check the named rule.";
+    EstablishedBlocked = "established-blocked", Critical, Some(522),
+        "Packets of established connections blocked",
+        "New connections are let in but later packets of the same connection are not (for \
+         example a stateless rule set without an ESTABLISHED accept). Connections stall; \
+         Cloudflare shows 522 or 524.";
+    NoListener = "no-listener", Critical, Some(521),
+        "Nothing listens on a web port",
+        "No TCP socket listens on this port for the address Cloudflare connects to: the kernel \
+         answers with a reset and Cloudflare shows 521. Fix: start the web server or make it \
+         listen on this port.";
+    ListenerLoopbackOnly = "listener-loopback-only", Critical, Some(521),
+        "Web port listens on loopback only",
+        "The web server listens on 127.0.0.1/::1 only: connections from Cloudflare to the public \
+         address are refused (521). Fix: listen on 0.0.0.0/[::] or the public address.";
+    ListenerWrongAddress = "listener-wrong-address", Critical, Some(521),
+        "Web port listens on another address",
+        "The web server listens only on an address other than the one Cloudflare's packets \
+         arrive at: they are refused (521). Fix: listen on 0.0.0.0/[::] or that address.";
+    MixedBackends = "mixed-backends", Warning, None,
+        "iptables-legacy and nf_tables rules both loaded",
+        "Rules are loaded through both the legacy and the nf_tables iptables backends. Both \
+         apply to every packet, but each tool shows only its own: easy to miss a drop. Fix: \
+         migrate to one backend (update-alternatives --config iptables).";
+    RangesStale = "ranges-stale", Warning, None,
+        "Provider ranges are old",
+        "The Cloudflare range list used is older than 30 days: new ranges may be missing from \
+         the audit and from fixes. Fix: let origin-audit fetch (network access to \
+         api.cloudflare.com) or pass --ranges-file.";
+    RangesFallback = "ranges-fallback", Warning, None,
+        "Provider ranges fell back",
+        "The fresh list could not be fetched or was refused by validation; the cache or the \
+         bundled snapshot was used instead.";
+    ReadFailed = "read-failed", Warning, None,
+        "Something could not be read",
+        "A reader failed (not root, binary missing, tool error or timeout). If it is the \
+         firewall, the verdict is unknown (exit 3). Fix: run as root, install the named tool.";
+    DumpUnparsable = "dump-unparsable", Unknown, None,
+        "A firewall dump could not be parsed",
+        "A ruleset dump could not be parsed, so the rules in it are not known. Nothing is \
+         concluded from the other rules alone. The message names the dump and line.";
+}
+
+/// One finding, ready for rendering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub code: Code,
+    pub severity: Severity,
+    pub message: String,
+    pub ports: Vec<u16>,
+    /// Affected provider ranges, merged into the fewest CIDRs.
+    pub sources: Vec<String>,
+    pub cf_error: Option<u16>,
+    /// The deciding rule(s), quoted.
+    pub rules: Vec<RuleRef>,
+    /// A one-line fix hint.
+    pub fix: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Snapshot of the catalogue: a renamed, removed or added code must show up in review.
+    #[test]
+    fn codes_unique() {
+        let ids: Vec<&str> = Code::ALL.iter().map(|c| c.id()).collect();
+        let unique: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "duplicate code id");
+        assert_eq!(
+            ids.join("\n"),
+            "range-dropped\nrange-rejected\nrange-rate-limited\nrange-conditional\n\
+             established-blocked\nno-listener\nlistener-loopback-only\nlistener-wrong-address\n\
+             mixed-backends\nranges-stale\nranges-fallback\nread-failed\ndump-unparsable"
+        );
+        for c in Code::ALL {
+            let json = serde_json::to_string(c).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", c.id()));
+            assert!(!c.title().is_empty() && c.description().len() > 40);
+        }
+    }
+}

@@ -1,1 +1,1009 @@
-//! Pure analysis: Snapshot → Report.
+//! Pure analysis: [`Snapshot`] + [`Options`] → [`Report`] (and [`explain`] for one address).
+//!
+//! Owns: turning raw dumps into one [`Ruleset`] ([`prepare`]), deciding where Cloudflare's
+//! packets arrive ([`Target`]), splitting the provider ranges into blocks every rule treats
+//! alike ([`blocks`]), classifying the evaluator's outcomes into verdicts, merging blocks into
+//! the fewest CIDRs, and building findings.
+//! Must not: do I/O, spawn processes, or loop over addresses: the number of evaluations is
+//! (blocks × ports), where blocks come from the boundaries rules draw inside the ranges.
+
+pub mod blocks;
+pub mod eval;
+
+use crate::findings::{Code, Finding, Severity};
+use crate::firewall::addr::{AddrRange, addr_to_int};
+use crate::firewall::{self, Backend, Family, Ruleset, RuleRef, TableFamily};
+use crate::ranges::ProviderRanges;
+use crate::snapshot::{Listener, Snapshot};
+use eval::{CondKind, Evaluator, Fate, Outcome, Packet, Step};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// What the user asked for, resolved (no I/O).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub ports: Vec<u16>,
+    pub ifaces: Vec<String>,
+    pub dests: Vec<IpAddr>,
+    pub now: time::OffsetDateTime,
+    /// A range list older than this is a finding.
+    pub max_age_days: i64,
+}
+
+impl Options {
+    pub fn new(now: time::OffsetDateTime) -> Self {
+        Options {
+            ports: vec![80, 443],
+            ifaces: Vec::new(),
+            dests: Vec::new(),
+            now,
+            max_age_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Accept,
+    Drop,
+    Reject,
+    RateLimited,
+    Conditional,
+}
+
+/// One row of the reachability matrix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReachRow {
+    pub port: u16,
+    /// A CIDR of provider addresses.
+    pub source: String,
+    pub verdict: VerdictKind,
+    pub cf_error: Option<u16>,
+    pub rule: Option<RuleRef>,
+    /// For `rate_limited`/`conditional`: the conditions that decide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<String>,
+}
+
+/// Where the audited packets arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub ifaces: Vec<String>,
+    pub dest_v4: Option<IpAddr>,
+    pub dest_v6: Option<IpAddr>,
+    /// Families analysed (a live host without a global IPv6 address gets no IPv6 traffic).
+    pub families: Vec<Family>,
+    /// All addresses of this host (routing: local delivery vs forward).
+    pub local: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl Target {
+    pub fn dest(&self, f: Family) -> Option<IpAddr> {
+        match f {
+            Family::V4 => self.dest_v4,
+            Family::V6 => self.dest_v6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warning,
+    Critical,
+    Unknown,
+}
+
+impl Status {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Status::Ok => 0,
+            Status::Warning => 1,
+            Status::Critical => 2,
+            Status::Unknown => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub status: Status,
+    pub ranges: ProviderRanges,
+    pub target: Target,
+    pub ports: Vec<u16>,
+    /// `None` when listeners are unknown (offline dumps).
+    pub listeners: Option<Vec<Listener>>,
+    pub reachability: Vec<ReachRow>,
+    pub findings: Vec<Finding>,
+    pub rule_count: usize,
+}
+
+/// The ruleset parsed from a snapshot's dumps, with what could not be parsed.
+pub struct Prepared {
+    pub ruleset: Ruleset,
+    pub errors: Vec<String>,
+}
+
+/// Parses every raw dump. iptables-nft tables show up in `nft -j` as well (with opaque `xt`
+/// expressions); those are taken from `iptables-nft-save` only, so nothing is counted twice.
+pub fn prepare(snap: &Snapshot) -> Prepared {
+    let d = &snap.dumps;
+    let mut rs = Ruleset::default();
+    let mut errors = Vec::new();
+    let mut owned: BTreeSet<(TableFamily, String)> = BTreeSet::new();
+    let ipt = [
+        (&d.iptables_nft_save, Backend::IptablesNft, Family::V4, "iptables-nft-save"),
+        (&d.ip6tables_nft_save, Backend::IptablesNft, Family::V6, "ip6tables-nft-save"),
+        (&d.iptables_legacy_save, Backend::IptablesLegacy, Family::V4, "iptables-legacy-save"),
+        (&d.ip6tables_legacy_save, Backend::IptablesLegacy, Family::V6, "ip6tables-legacy-save"),
+    ];
+    for (text, backend, family, name) in ipt {
+        let Some(text) = text else { continue };
+        match firewall::iptables_save::parse(text, backend, family, name) {
+            Ok(tables) => {
+                if backend == Backend::IptablesNft {
+                    for t in &tables {
+                        owned.insert((t.family, t.name.clone()));
+                    }
+                }
+                rs.tables.extend(tables);
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    for (i, text) in d.nft_json.iter().enumerate() {
+        let name = if d.nft_json.len() > 1 {
+            format!("nft -j list ruleset (#{})", i + 1)
+        } else {
+            "nft -j list ruleset".to_string()
+        };
+        match firewall::nft_json::parse(text, &name) {
+            Ok(tables) => rs.tables.extend(
+                tables
+                    .into_iter()
+                    .filter(|t| !owned.contains(&(t.family, t.name.clone()))),
+            ),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if let Some(text) = &d.ipset_save {
+        match firewall::ipset::parse(text, "ipset save") {
+            Ok(sets) => rs.ipsets = sets,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Prepared { ruleset: rs, errors }
+}
+
+fn is_global(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => !(v.is_loopback() || v.is_link_local() || v.is_unspecified()),
+        IpAddr::V6(v) => {
+            !(v.is_loopback() || v.is_unspecified() || (v.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Decides where the provider's packets arrive: the default-route interfaces (or `--iface`)
+/// and their first global address per family (or `--dest`).
+pub fn target(snap: &Snapshot, opts: &Options) -> Target {
+    let mut notes = Vec::new();
+    let mut ifaces: Vec<String> = if opts.ifaces.is_empty() {
+        let mut v: Vec<String> = snap.default_routes.iter().map(|r| r.iface.clone()).collect();
+        v.dedup();
+        v
+    } else {
+        opts.ifaces.clone()
+    };
+    let mut seen = BTreeSet::new();
+    ifaces.retain(|i| seen.insert(i.clone()));
+    let live = !snap.interfaces.is_empty();
+    let mut local: Vec<IpAddr> = snap
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addrs.iter().map(|a| a.addr))
+        .collect();
+    let pick = |fam: Family| -> Option<IpAddr> {
+        if let Some(d) = opts.dests.iter().find(|d| addr_to_int(**d).0 == fam) {
+            return Some(*d);
+        }
+        snap.interfaces
+            .iter()
+            .filter(|i| ifaces.contains(&i.name))
+            .flat_map(|i| &i.addrs)
+            .map(|a| a.addr)
+            .find(|a| addr_to_int(*a).0 == fam && is_global(a))
+    };
+    let dest_v4 = pick(Family::V4);
+    let dest_v6 = pick(Family::V6);
+    local.extend(opts.dests.iter().copied());
+    let mut families = Vec::new();
+    for (f, d) in [(Family::V4, dest_v4), (Family::V6, dest_v6)] {
+        if d.is_some() || !live {
+            families.push(f);
+        } else {
+            notes.push(format!(
+                "{f}: not analysed — no global {f} address on {} (Cloudflare cannot reach this \
+                 host over {f}); pass --dest to analyse it anyway",
+                if ifaces.is_empty() { "any default-route interface".to_string() } else { ifaces.join(",") }
+            ));
+        }
+    }
+    if ifaces.is_empty() {
+        notes.push(
+            "input interface unknown: rules matching on it are conditional (pass --iface)".into(),
+        );
+    } else if ifaces.len() > 1 {
+        notes.push(format!(
+            "several public interfaces ({}); packets are analysed as arriving on {}",
+            ifaces.join(","),
+            ifaces[0]
+        ));
+    }
+    if live && dest_v4.is_none() && dest_v6.is_none() {
+        notes.push("no public address found; pass --iface/--dest".into());
+    }
+    Target {
+        ifaces,
+        dest_v4,
+        dest_v6,
+        families,
+        local,
+        notes,
+    }
+}
+
+/// A classified verdict for one block and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub verdict: VerdictKind,
+    pub cf_error: Option<u16>,
+    pub rule: Option<RuleRef>,
+    pub conditions: Vec<String>,
+    /// Where accepted packets land (after DNAT/REDIRECT), for the listener check.
+    pub lands: Option<(Option<IpAddr>, u16, bool)>,
+}
+
+fn fate_class(f: &Fate) -> u8 {
+    match f {
+        Fate::Local { .. } | Fate::Forwarded { .. } => 0,
+        Fate::Dropped => 1,
+        Fate::Rejected(_) => 2,
+        Fate::Undecided(_) => 3,
+    }
+}
+
+/// Turns the evaluator's outcomes into one verdict: all equal → that verdict; differing only by
+/// rate limits → `rate_limited`; otherwise `conditional`, naming the conditions that decide.
+pub fn classify(outcomes: &[Outcome]) -> Classified {
+    let classes: BTreeSet<u8> = outcomes.iter().map(|o| fate_class(&o.fate)).collect();
+    let lands = outcomes.iter().find_map(|o| match &o.fate {
+        Fate::Local { addr, port } => Some((*addr, *port, true)),
+        Fate::Forwarded { addr, port } => Some((*addr, *port, false)),
+        _ => None,
+    });
+    let first_bad = outcomes.iter().find(|o| fate_class(&o.fate) != 0);
+    let err_of = |o: &Outcome| match o.fate {
+        Fate::Dropped => Some(522),
+        Fate::Rejected(_) => Some(521),
+        _ => None,
+    };
+    // Conditions that change the class: those taken both ways on branches of different classes.
+    let mut by_cond: BTreeMap<(String, String), [BTreeSet<u8>; 2]> = BTreeMap::new();
+    let mut cond_meta: BTreeMap<(String, String), (CondKind, RuleRef)> = BTreeMap::new();
+    for o in outcomes {
+        for c in &o.conds {
+            let key = (c.desc.clone(), c.rule.text.clone());
+            by_cond.entry(key.clone()).or_default()[usize::from(c.holds)]
+                .insert(fate_class(&o.fate));
+            cond_meta.entry(key).or_insert((c.kind, c.rule.clone()));
+        }
+    }
+    let relevant: Vec<(CondKind, RuleRef, String)> = by_cond
+        .iter()
+        .filter(|(_, [f, t])| f != t)
+        .filter_map(|(k, _)| cond_meta.get(k).map(|(kind, r)| (*kind, r.clone(), k.0.clone())))
+        .collect();
+    let undecided: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| match &o.fate {
+            Fate::Undecided(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut conditions: Vec<String> = relevant.iter().map(|(_, _, d)| d.clone()).collect();
+    for u in &undecided {
+        if !conditions.contains(u) {
+            conditions.push(u.clone());
+        }
+    }
+    if classes.len() == 1 && !classes.contains(&3) {
+        let verdict = match classes.first() {
+            Some(0) => VerdictKind::Accept,
+            Some(1) => VerdictKind::Drop,
+            _ => VerdictKind::Reject,
+        };
+        let o = first_bad;
+        return Classified {
+            verdict,
+            cf_error: o.and_then(err_of),
+            rule: o.and_then(|o| o.decided_by.clone()),
+            conditions: Vec::new(),
+            lands,
+        };
+    }
+    if !classes.contains(&0) && !classes.contains(&3) {
+        // Always blocked, only the manner varies (e.g. reject under a rate, drop above it).
+        let o = outcomes
+            .iter()
+            .find(|o| matches!(o.fate, Fate::Dropped))
+            .or(first_bad);
+        return Classified {
+            verdict: if o.is_some_and(|o| matches!(o.fate, Fate::Dropped)) {
+                VerdictKind::Drop
+            } else {
+                VerdictKind::Reject
+            },
+            cf_error: o.and_then(err_of),
+            rule: o.and_then(|o| o.decided_by.clone()),
+            conditions,
+            lands,
+        };
+    }
+    let only_rate = undecided.is_empty()
+        && !relevant.is_empty()
+        && relevant.iter().all(|(k, _, _)| *k == CondKind::Rate);
+    let cf_error = outcomes
+        .iter()
+        .filter_map(err_of)
+        .min_by_key(|e| if *e == 522 { 0 } else { 1 });
+    let rule = relevant
+        .iter()
+        .find(|(k, _, _)| !only_rate || *k == CondKind::Rate)
+        .map(|(_, r, _)| r.clone())
+        .or_else(|| first_bad.and_then(|o| o.decided_by.clone()));
+    Classified {
+        verdict: if only_rate {
+            VerdictKind::RateLimited
+        } else {
+            VerdictKind::Conditional
+        },
+        cf_error,
+        rule,
+        conditions,
+        lands,
+    }
+}
+
+fn provider_blocks(ranges: &ProviderRanges, fam: Family) -> Vec<AddrRange> {
+    match fam {
+        Family::V4 => ranges
+            .ipv4
+            .iter()
+            .map(|n| AddrRange::from_net(ipnet::IpNet::V4(*n)))
+            .collect(),
+        Family::V6 => ranges
+            .ipv6
+            .iter()
+            .map(|n| AddrRange::from_net(ipnet::IpNet::V6(*n)))
+            .collect(),
+    }
+}
+
+/// Builds the packet for one block representative.
+fn packet(t: &Target, fam: Family, src: u128, port: u16, established: bool) -> Packet {
+    Packet {
+        family: fam,
+        src,
+        dst: t.dest(fam).map(|a| addr_to_int(a).1),
+        dport: port,
+        iif: t.ifaces.first().cloned(),
+        established,
+    }
+}
+
+/// Analyses a snapshot.
+pub fn analyze(snap: &Snapshot, opts: &Options) -> Report {
+    let prepared = prepare(snap);
+    analyze_prepared(snap, &prepared, opts)
+}
+
+/// Analyses with an already-parsed ruleset (benchmarks parse once, analyse many times).
+pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) -> Report {
+    let rs = &prepared.ruleset;
+    let t = target(snap, opts);
+    let ev = Evaluator::new(rs, t.local.clone());
+    let cuts = blocks::Cuts::new(rs);
+    let mut ports = opts.ports.clone();
+    ports.sort_unstable();
+    ports.dedup();
+
+    // (port, family) → [(block, classified)]
+    let mut rows = Vec::new();
+    let mut established_bad: BTreeMap<(u16, Option<RuleRef>), Vec<AddrRange>> = BTreeMap::new();
+    let mut lands: BTreeMap<(u16, Family), (Option<IpAddr>, u16, bool)> = BTreeMap::new();
+    for &port in &ports {
+        for &fam in &t.families {
+            let blocks = cuts.split(&provider_blocks(&snap.ranges, fam));
+            let mut classified: Vec<(AddrRange, Classified)> = Vec::with_capacity(blocks.len());
+            for b in blocks {
+                let c = classify(&ev.evaluate(&packet(&t, fam, b.start, port, false)));
+                if c.verdict == VerdictKind::Accept {
+                    let e = classify(&ev.evaluate(&packet(&t, fam, b.start, port, true)));
+                    if e.verdict != VerdictKind::Accept {
+                        established_bad.entry((port, e.rule.clone())).or_default().push(b);
+                    }
+                }
+                if let Some(l) = c.lands {
+                    lands.entry((port, fam)).or_insert(l);
+                }
+                classified.push((b, c));
+            }
+            rows.extend(merge_rows(port, classified));
+        }
+    }
+
+    let mut findings = Vec::new();
+    findings.extend(reach_findings(&rows));
+    for ((port, rule), blocks) in established_bad {
+        let sources = cidrs(&blocks);
+        findings.push(Finding {
+            code: Code::EstablishedBlocked,
+            severity: Code::EstablishedBlocked.default_severity(),
+            message: format!(
+                "packets of established connections from {} to port {port} are not accepted{}",
+                summarize(&sources),
+                rule.as_ref().map(|r| format!(" ({})", rule_label(r))).unwrap_or_default()
+            ),
+            ports: vec![port],
+            sources,
+            cf_error: Some(522),
+            rules: rule.into_iter().collect(),
+            fix: Some("accept ct state established,related (-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT) early in the input chain".into()),
+        });
+    }
+    if let Some(listeners) = &snap.listeners {
+        findings.extend(listener_findings(listeners, &t, &ports, &lands, snap.bindv6only));
+    }
+    findings.extend(housekeeping_findings(snap, prepared, opts));
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(&b.code)));
+
+    let status = if findings.iter().any(|f| f.severity == Severity::Unknown) {
+        Status::Unknown
+    } else if findings.iter().any(|f| f.severity == Severity::Critical) {
+        Status::Critical
+    } else if findings.iter().any(|f| f.severity == Severity::Warning) {
+        Status::Warning
+    } else {
+        Status::Ok
+    };
+    Report {
+        status,
+        ranges: snap.ranges.clone(),
+        target: t,
+        ports,
+        listeners: snap.listeners.clone(),
+        reachability: rows,
+        findings,
+        rule_count: rs.rule_count(),
+    }
+}
+
+/// Merges adjacent blocks with the same verdict, rule and conditions into the fewest CIDRs.
+fn merge_rows(port: u16, mut blocks: Vec<(AddrRange, Classified)>) -> Vec<ReachRow> {
+    blocks.sort_by_key(|(b, _)| (b.family, b.start));
+    let mut merged: Vec<(AddrRange, Classified)> = Vec::new();
+    for (b, c) in blocks {
+        if let Some((last, lc)) = merged.last_mut()
+            && last.family == b.family
+            && last.end.checked_add(1) == Some(b.start)
+            && lc.verdict == c.verdict
+            && lc.rule == c.rule
+            && lc.conditions == c.conditions
+            && lc.cf_error == c.cf_error
+        {
+            last.end = b.end;
+            continue;
+        }
+        merged.push((b, c));
+    }
+    merged
+        .into_iter()
+        .flat_map(|(r, c)| {
+            r.to_cidrs().into_iter().map(move |n| ReachRow {
+                port,
+                source: n.to_string(),
+                verdict: c.verdict,
+                cf_error: c.cf_error,
+                rule: c.rule.clone(),
+                conditions: c.conditions.clone(),
+            })
+        })
+        .collect()
+}
+
+fn cidrs(blocks: &[AddrRange]) -> Vec<String> {
+    crate::firewall::AddrSet::new(blocks.to_vec())
+        .to_cidrs()
+        .iter()
+        .map(|n| n.to_string())
+        .collect()
+}
+
+fn summarize(sources: &[String]) -> String {
+    match sources.len() {
+        0 => "no addresses".into(),
+        1..=4 => sources.join(", "),
+        n => format!("{}, … ({n} CIDRs)", sources[..3].join(", ")),
+    }
+}
+
+/// `iptables-nft filter INPUT #3` / `nft inet fw input handle 7`.
+pub fn rule_label(r: &RuleRef) -> String {
+    let pos = if r.position == 0 {
+        "policy".to_string()
+    } else if let Some(h) = r.handle {
+        format!("handle {h}")
+    } else {
+        format!("#{}", r.position)
+    };
+    match r.backend {
+        Backend::Nft => format!("nft {} {} {} {pos}", r.family, r.table, r.chain),
+        b => format!(
+            "{}{} {} {} {pos}",
+            b,
+            if r.family == TableFamily::Ip6 { " (v6)" } else { "" },
+            r.table,
+            r.chain
+        ),
+    }
+}
+
+/// The one-line fix for a rule that blocks the provider's ranges on some ports.
+pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
+    let ports_s: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+    match r.backend {
+        Backend::Nft => {
+            let fam = if sources.iter().any(|s| s.contains(':')) { "ip6" } else { "ip" };
+            let where_ = match r.handle {
+                Some(h) if r.position > 0 => format!(" position {h}"),
+                _ => String::new(),
+            };
+            format!(
+                "nft insert rule {} {} {}{where_} {fam} saddr {{ {} }} tcp dport {{ {} }} accept comment \"origin-audit\"",
+                r.family,
+                r.table,
+                r.chain,
+                sources.join(", "),
+                ports_s.join(", ")
+            )
+        }
+        b => {
+            let bin = match (b, r.family) {
+                (Backend::IptablesLegacy, TableFamily::Ip6) => "ip6tables-legacy",
+                (Backend::IptablesLegacy, _) => "iptables-legacy",
+                (_, TableFamily::Ip6) => "ip6tables-nft",
+                _ => "iptables-nft",
+            };
+            let pos = if r.position == 0 { String::new() } else { format!(" {}", r.position) };
+            let dport = if ports.len() == 1 {
+                format!("--dport {}", ports[0])
+            } else {
+                format!("-m multiport --dports {}", ports_s.join(","))
+            };
+            format!(
+                "{bin} -t {} -I {}{pos} -s {} -p tcp {dport} -m comment --comment origin-audit -j ACCEPT",
+                r.table,
+                r.chain,
+                sources.join(","),
+            )
+        }
+    }
+}
+
+fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
+    // Group by (verdict, rule, conditions); within a group, by the source set, so one finding
+    // says "rule X drops A, B on ports 80, 443" when it treats ports alike.
+    type Key = (VerdictKind, Option<String>, Vec<String>);
+    let mut groups: BTreeMap<Key, (Option<RuleRef>, Option<u16>, BTreeMap<u16, Vec<String>>)> =
+        BTreeMap::new();
+    for r in rows.iter().filter(|r| r.verdict != VerdictKind::Accept) {
+        let key = (
+            r.verdict,
+            r.rule.as_ref().map(|x| format!("{}|{}|{}", rule_label(x), x.text, x.position)),
+            r.conditions.clone(),
+        );
+        let g = groups
+            .entry(key)
+            .or_insert_with(|| (r.rule.clone(), r.cf_error, BTreeMap::new()));
+        g.2.entry(r.port).or_default().push(r.source.clone());
+    }
+    let mut out = Vec::new();
+    for ((verdict, _, conditions), (rule, cf_error, per_port)) in groups {
+        // Ports with identical source sets share one finding.
+        let mut by_sources: BTreeMap<Vec<String>, Vec<u16>> = BTreeMap::new();
+        for (port, s) in per_port {
+            by_sources.entry(s).or_default().push(port);
+        }
+        for (sources, ports) in by_sources {
+            let code = match verdict {
+                VerdictKind::Drop => Code::RangeDropped,
+                VerdictKind::Reject => Code::RangeRejected,
+                VerdictKind::RateLimited => Code::RangeRateLimited,
+                _ => Code::RangeConditional,
+            };
+            let ports_s: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+            let by = rule
+                .as_ref()
+                .map(|r| format!(" by {}: {}", rule_label(r), r.text))
+                .unwrap_or_default();
+            let what = match verdict {
+                VerdictKind::Drop => "dropped".to_string(),
+                VerdictKind::Reject => "rejected".to_string(),
+                VerdictKind::RateLimited => "rate-limited".to_string(),
+                _ => format!("conditional on {}", conditions.join("; ")),
+            };
+            let effect = match cf_error {
+                Some(e) => format!(" → Cloudflare {e}"),
+                None => String::new(),
+            };
+            let message = format!(
+                "Cloudflare {} on port {} {what}{by}{effect}",
+                summarize(&sources),
+                ports_s.join(", "),
+            );
+            let fix = rule.as_ref().map(|r| {
+                if r.position == 0 {
+                    format!(
+                        "the chain policy drops: add an accept before the end of {}: {}",
+                        r.chain,
+                        fix_hint(r, &sources, &ports)
+                    )
+                } else {
+                    fix_hint(r, &sources, &ports)
+                }
+            });
+            out.push(Finding {
+                code,
+                severity: code.default_severity(),
+                message,
+                ports,
+                sources,
+                cf_error,
+                rules: rule.iter().cloned().collect(),
+                fix,
+            });
+        }
+    }
+    out
+}
+
+fn listener_findings(
+    listeners: &[Listener],
+    t: &Target,
+    ports: &[u16],
+    lands: &BTreeMap<(u16, Family), (Option<IpAddr>, u16, bool)>,
+    bindv6only: Option<bool>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for &port in ports {
+        for &fam in &t.families {
+            // Where accepted packets land: the DNAT/REDIRECT target if any.
+            let (addr, lport, local) = lands
+                .get(&(port, fam))
+                .copied()
+                .unwrap_or((t.dest(fam), port, true));
+            if !local {
+                continue; // forwarded to another host: its listener is not ours to see
+            }
+            let Some(dest) = addr.or(t.dest(fam)) else { continue };
+            let accepts = |l: &Listener| {
+                if l.port != lport {
+                    return false;
+                }
+                if l.address == dest {
+                    return true;
+                }
+                match (l.address, fam) {
+                    (IpAddr::V4(a), Family::V4) => a.is_unspecified(),
+                    (IpAddr::V6(a), Family::V6) => a.is_unspecified(),
+                    // A [::] socket without IPV6_V6ONLY takes IPv4 too (ipv6(7) bindv6only).
+                    (IpAddr::V6(a), Family::V4) => {
+                        a.is_unspecified() && !l.v6only.or(bindv6only).unwrap_or(false)
+                    }
+                    _ => false,
+                }
+            };
+            if listeners.iter().any(accepts) {
+                continue;
+            }
+            let on_port: Vec<&Listener> = listeners
+                .iter()
+                .filter(|l| l.port == lport && addr_to_int(l.address).0 == fam)
+                .collect();
+            let redirected = if lport != port {
+                format!(" (redirected from {port})")
+            } else {
+                String::new()
+            };
+            let (code, message, fix) = if on_port.is_empty() {
+                (
+                    Code::NoListener,
+                    format!("nothing listens on {fam} port {lport}{redirected} at {dest}: connections are refused → Cloudflare 521"),
+                    format!("start the web server on port {lport} (e.g. nginx `listen {lport};` and `listen [::]:{lport};`)"),
+                )
+            } else if on_port.iter().all(|l| l.address.is_loopback()) {
+                (
+                    Code::ListenerLoopbackOnly,
+                    format!(
+                        "port {lport}{redirected} listens on {} only{}: connections to {dest} are refused → Cloudflare 521",
+                        on_port.iter().map(|l| l.address.to_string()).collect::<Vec<_>>().join(", "),
+                        proc_label(on_port[0])
+                    ),
+                    format!("listen on 0.0.0.0:{lport} / [::]:{lport} or on {dest}, not on loopback"),
+                )
+            } else {
+                (
+                    Code::ListenerWrongAddress,
+                    format!(
+                        "port {lport}{redirected} listens on {} only{}, not on {dest} where Cloudflare connects → Cloudflare 521",
+                        on_port.iter().map(|l| l.address.to_string()).collect::<Vec<_>>().join(", "),
+                        proc_label(on_port[0])
+                    ),
+                    format!("listen on 0.0.0.0:{lport} / [::]:{lport} or on {dest}"),
+                )
+            };
+            out.push(Finding {
+                code,
+                severity: code.default_severity(),
+                message,
+                ports: vec![port],
+                sources: Vec::new(),
+                cf_error: code.cf_error(),
+                rules: Vec::new(),
+                fix: Some(fix),
+            });
+        }
+    }
+    out
+}
+
+fn proc_label(l: &Listener) -> String {
+    match (&l.process, l.pid) {
+        (Some(p), Some(pid)) => format!(" ({p}, pid {pid})"),
+        (Some(p), None) => format!(" ({p})"),
+        _ => String::new(),
+    }
+}
+
+fn housekeeping_findings(snap: &Snapshot, prepared: &Prepared, opts: &Options) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let simple = |code: Code, severity: Severity, message: String, fix: Option<String>| Finding {
+        code,
+        severity,
+        message,
+        ports: Vec::new(),
+        sources: Vec::new(),
+        cf_error: None,
+        rules: Vec::new(),
+        fix,
+    };
+    for e in &snap.read_errors {
+        out.push(simple(
+            Code::ReadFailed,
+            if e.firewall { Severity::Unknown } else { Severity::Warning },
+            format!("could not read {} ({}): {}", e.what, e.source, e.message),
+            None,
+        ));
+    }
+    for e in &prepared.errors {
+        out.push(simple(
+            Code::DumpUnparsable,
+            Severity::Unknown,
+            format!("could not parse {e}"),
+            Some("report the line to origin-audit; nothing is concluded from a dump that could not be parsed".into()),
+        ));
+    }
+    let has_rules = |pred: &dyn Fn(Backend) -> bool| {
+        prepared.ruleset.tables.iter().any(|t| {
+            pred(t.backend)
+                && t.chains.iter().any(|c| {
+                    !c.rules.is_empty()
+                        || c.base.as_ref().is_some_and(|b| b.policy == firewall::Policy::Drop)
+                })
+        })
+    };
+    if has_rules(&|b| b == Backend::IptablesLegacy) && has_rules(&|b| b != Backend::IptablesLegacy)
+    {
+        out.push(simple(
+            Code::MixedBackends,
+            Code::MixedBackends.default_severity(),
+            "rules are loaded through iptables-legacy and through nf_tables (iptables-nft or nft) at once; both apply to every packet".into(),
+            Some("list both: `iptables-legacy-save` and `nft list ruleset`; keep one backend".into()),
+        ));
+    }
+    let r = &snap.ranges;
+    if !r.problems.is_empty() {
+        out.push(simple(
+            Code::RangesFallback,
+            Code::RangesFallback.default_severity(),
+            format!("Cloudflare ranges: using the {} list ({})", source_name(r), r.problems.join("; ")),
+            None,
+        ));
+    }
+    if let Some(age) = r.age_days(opts.now)
+        && age > opts.max_age_days
+    {
+        out.push(simple(
+            Code::RangesStale,
+            Code::RangesStale.default_severity(),
+            format!("the Cloudflare range list ({}, as of {}) is {age} days old", source_name(r), r.as_of),
+            Some("run without --offline with access to api.cloudflare.com, or pass --ranges-file".into()),
+        ));
+    }
+    out
+}
+
+pub fn source_name(r: &ProviderRanges) -> &'static str {
+    match r.source {
+        crate::ranges::RangeSource::Fetched => "fetched",
+        crate::ranges::RangeSource::Cache => "cached",
+        crate::ranges::RangeSource::Bundled => "bundled",
+        crate::ranges::RangeSource::File => "file",
+    }
+}
+
+/// The answer of `explain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Explanation {
+    pub address: IpAddr,
+    pub port: u16,
+    pub established: bool,
+    pub verdict: VerdictKind,
+    pub cf_error: Option<u16>,
+    pub rule: Option<RuleRef>,
+    /// Every rule that matched on the decisive path, in order (policies as position 0).
+    pub path: Vec<RuleRef>,
+    /// Base chains visited on that path, in order: `backend family table chain (hook prio)`.
+    pub chains: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<String>,
+    /// Human-readable path: chains entered and rules matched, in order.
+    pub trace: Vec<String>,
+    /// Every distinct outcome (for rate limits and conditions), human-readable.
+    pub outcomes: Vec<String>,
+    /// Where the packet lands and whether something listens there.
+    pub lands: Option<String>,
+    pub in_provider_range: bool,
+    pub target: Target,
+}
+
+/// Explains one address and port.
+pub fn explain(
+    snap: &Snapshot,
+    opts: &Options,
+    address: IpAddr,
+    port: u16,
+    established: bool,
+) -> (Explanation, Vec<String>) {
+    let prepared = prepare(snap);
+    let t = target(snap, opts);
+    let ev = Evaluator::new(&prepared.ruleset, t.local.clone());
+    let (fam, src) = addr_to_int(address);
+    let mut t2 = t.clone();
+    if !t2.families.contains(&fam) {
+        t2.families.push(fam);
+    }
+    let outcomes = ev.evaluate(&packet(&t2, fam, src, port, established));
+    let c = classify(&outcomes);
+    // The decisive path: the bad branch for non-accept verdicts, else the first.
+    let main = outcomes
+        .iter()
+        .find(|o| c.verdict == VerdictKind::Accept || fate_class(&o.fate) != 0)
+        .or(outcomes.first());
+    let mut path = Vec::new();
+    let mut chains = Vec::new();
+    let mut trace = Vec::new();
+    if let Some(o) = main {
+        for s in &o.path {
+            match s {
+                Step::Chain { backend, family, table, chain, hook, priority } => {
+                    let c = format!(
+                        "{backend} {family} {table} {chain} (hook {}, priority {priority})",
+                        format!("{hook:?}").to_lowercase()
+                    );
+                    trace.push(format!("chain {c}"));
+                    chains.push(c);
+                }
+                Step::Rule(r) | Step::Policy(r) => {
+                    let pos = if r.position == 0 { "policy".to_string() } else { format!("#{}", r.position) };
+                    trace.push(format!("  {pos:<6} [{} {}] {}", r.table, r.chain, r.text));
+                    path.push(r.clone());
+                }
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let outcome_lines: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            let conds: Vec<String> = o
+                .conds
+                .iter()
+                .map(|c| format!("{} {}", if c.holds { "if" } else { "unless" }, c.desc))
+                .collect();
+            let fate = match &o.fate {
+                Fate::Local { addr, port } => format!(
+                    "accepted, delivered to {}:{port}",
+                    addr.map(|a| a.to_string()).unwrap_or_else(|| "this host".into())
+                ),
+                Fate::Forwarded { addr, port } => format!(
+                    "accepted, forwarded to {}:{port}",
+                    addr.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
+                ),
+                Fate::Dropped => "dropped".into(),
+                Fate::Rejected(k) => format!("rejected ({k:?})"),
+                Fate::Undecided(w) => format!("undecided: {w}"),
+            };
+            let by = o.decided_by.as_ref().map(|r| format!(" by {}", rule_label(r))).unwrap_or_default();
+            if conds.is_empty() {
+                format!("{fate}{by}")
+            } else {
+                format!("{fate}{by} — {}", conds.join(", "))
+            }
+        })
+        .filter(|l| seen.insert(l.clone()))
+        .collect();
+    let in_range = match fam {
+        Family::V4 => snap.ranges.ipv4.iter().any(|n| n.contains(&match address {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+        })),
+        Family::V6 => snap.ranges.ipv6.iter().any(|n| n.contains(&match address {
+            IpAddr::V6(a) => a,
+            IpAddr::V4(_) => std::net::Ipv6Addr::UNSPECIFIED,
+        })),
+    };
+    let lands = c.lands.map(|(addr, p, local)| {
+        let a = addr.map(|a| a.to_string()).unwrap_or_else(|| "this host".into());
+        if !local {
+            return format!("forwarded to {a}:{p}");
+        }
+        match &snap.listeners {
+            None => format!("{a}:{p} (listeners unknown)"),
+            Some(ls) => {
+                let l = ls.iter().find(|l| {
+                    l.port == p && (l.address.is_unspecified() || Some(l.address) == addr)
+                });
+                match l {
+                    Some(l) => format!("{a}:{p}, listening: {}{}", l.address, proc_label(l)),
+                    None => format!("{a}:{p}, but nothing listens there → connection refused (521)"),
+                }
+            }
+        }
+    });
+    (
+        Explanation {
+            address,
+            port,
+            established,
+            verdict: c.verdict,
+            cf_error: c.cf_error,
+            rule: c.rule,
+            path,
+            chains,
+            trace,
+            conditions: c.conditions,
+            outcomes: outcome_lines,
+            lands,
+            in_provider_range: in_range,
+            target: t,
+        },
+        prepared.errors,
+    )
+}

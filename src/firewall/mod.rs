@@ -226,7 +226,7 @@ impl Ruleset {
 }
 
 /// Points from a model rule back to what the admin wrote, so findings can quote it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RuleRef {
     pub backend: Backend,
     pub family: TableFamily,

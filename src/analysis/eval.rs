@@ -1,0 +1,1102 @@
+//! The evaluator: walks one packet through every base chain of every backend in the kernel's
+//! order and returns every possible outcome with the conditions that lead to it.
+//!
+//! Owns: [`Packet`] (what we know of the packet), [`Evaluator`] (hook order, chain traversal,
+//! jump/goto/return, policies, NAT, marks, conntrack state), [`Outcome`].
+//! Must not: do I/O or loop over addresses (callers pass one representative per block).
+//!
+//! Netfilter facts used here (nft(8) "OVERALL EVALUATION OF THE RULESET"; ARCHITECTURE.md):
+//! - Base chains on the same hook run in priority order, across all tables, families and
+//!   backends. `accept` ends only the current base chain; `drop`/`reject` end everything.
+//! - A chain falling off its end (or `return` in a base chain) applies the base chain's policy;
+//!   in a user chain it returns to the caller. `goto` does not come back: falling off the
+//!   goto'd chain returns to the caller of the chain that did the goto.
+//! - Conntrack runs at prerouting priority -200 (NF_IP_PRI_CONNTRACK): before it, `ct state`
+//!   sees no conntrack entry, which both xt_conntrack and nft_ct report as INVALID; after a
+//!   NOTRACK/`notrack` the state is UNTRACKED.
+//! - nat chains only see the first packet of a connection; the first DNAT/REDIRECT binding
+//!   wins and later nat chains at that hook are skipped (nf_nat_inet_fn).
+//! - After prerouting the routing decision sends the packet to INPUT if its (possibly
+//!   rewritten) destination is local, else to FORWARD then POSTROUTING.
+
+use crate::firewall::addr::{AddrRange, addr_to_int};
+use crate::firewall::{
+    Chain, ChainType, CtStates, Dir, Effect, Family, Field, Hook, IfPattern, KeyValue, Match,
+    Policy, RejectKind, Rule, RuleRef, Ruleset, SetDef, SetElem, SetKind, SetRef, Table, Verdict,
+};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// What the analysis knows about the packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub family: Family,
+    pub src: u128,
+    /// Destination address, if known (offline dumps without `--dest` don't know it).
+    pub dst: Option<u128>,
+    pub dport: u16,
+    /// Input interface, if known.
+    pub iif: Option<String>,
+    /// Evaluate a packet of an established connection (ACK) rather than a new one (SYN).
+    pub established: bool,
+}
+
+/// A condition the host state cannot decide, and which way a branch took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cond {
+    pub kind: CondKind,
+    pub desc: String,
+    /// Whether the underlying match held (before negation) on this branch.
+    pub holds: bool,
+    pub rule: RuleRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CondKind {
+    /// A rate limit: holds or not depending on traffic volume.
+    Rate,
+    /// Depends on something outside the host state (MAC, time, string, userspace, ...).
+    Undecidable,
+    /// A match or target origin-audit does not know.
+    Unknown,
+}
+
+/// Where a packet ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Delivered to a local socket at this address and port (after any DNAT/REDIRECT).
+    Local { addr: Option<IpAddr>, port: u16 },
+    /// Forwarded to another host (DNAT to a container, ...), FORWARD chains accepted it.
+    Forwarded { addr: Option<IpAddr>, port: u16 },
+    Dropped,
+    Rejected(RejectKind),
+    /// Cannot be decided (userspace queue, unknown target, evaluation limits).
+    Undecided(String),
+}
+
+/// One possible outcome for the packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub fate: Fate,
+    /// The rule that decided (for drops/rejects; the policy as a pseudo-rule with position 0).
+    pub decided_by: Option<RuleRef>,
+    /// Conditions taken on the way (empty when the outcome is certain).
+    pub conds: Vec<Cond>,
+    /// Every base chain visited and every rule that matched, in order.
+    pub path: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Entered a base chain.
+    Chain {
+        backend: crate::firewall::Backend,
+        family: crate::firewall::TableFamily,
+        table: String,
+        chain: String,
+        hook: Hook,
+        priority: i32,
+    },
+    /// A rule matched (its verdict/effect applied).
+    Rule(RuleRef),
+    /// The base chain's policy applied.
+    Policy(RuleRef),
+}
+
+/// Upper bound on the branches one packet may fork into; beyond it the result is conditional.
+const MAX_BRANCHES: usize = 512;
+/// Upper bound on nested jumps (the kernel refuses loops; this bounds pathological input).
+const MAX_DEPTH: usize = 64;
+
+#[derive(Debug, Clone)]
+struct St {
+    pkt: Packet,
+    /// Current destination (after DNAT).
+    dst: Option<u128>,
+    dport: u16,
+    mark: u32,
+    ctmark: u32,
+    /// Conntrack state bits, or None before conntrack ran.
+    ct: Option<u8>,
+    dnat_done: bool,
+    conds: Vec<Cond>,
+    path: Vec<Step>,
+}
+
+/// How a chain traversal ended for one branch.
+#[derive(Debug, Clone)]
+enum Flow {
+    /// Fell off the end / RETURN: back to the caller (or the policy, in a base chain).
+    End,
+    Accept,
+    Drop(RuleRef),
+    Reject(RejectKind, RuleRef),
+    /// A nat binding was made: ends this nat chain like accept.
+    Nat,
+    Undecided(String, RuleRef),
+}
+
+/// A base chain with the table it belongs to.
+struct Base<'a> {
+    table: &'a Table,
+    chain: &'a Chain,
+    hook: Hook,
+    priority: i32,
+    ctype: ChainType,
+    policy: Policy,
+    devices: &'a [String],
+    order: usize,
+}
+
+/// Membership index for big single-dimension address sets (no nomatch, nothing unknown).
+type SetIndex = HashMap<(usize, String), crate::firewall::AddrSet>;
+
+pub struct Evaluator<'a> {
+    ruleset: &'a Ruleset,
+    bases: Vec<Base<'a>>,
+    /// Addresses of this host (routing decision: local delivery or forward).
+    local: Vec<IpAddr>,
+    index: SetIndex,
+    ipset_index: HashMap<String, crate::firewall::AddrSet>,
+}
+
+fn table_idx(ruleset: &Ruleset, t: &Table) -> usize {
+    ruleset
+        .tables
+        .iter()
+        .position(|x| std::ptr::eq(x, t))
+        .unwrap_or(usize::MAX)
+}
+
+/// A set that can be answered by one binary search: one address dimension, no nomatch.
+fn simple_addr_set(s: &SetDef) -> Option<crate::firewall::AddrSet> {
+    if matches!(s.kind, SetKind::NftVmap | SetKind::NftMap) || !s.unparsed.is_empty() {
+        return None;
+    }
+    if let SetKind::Ipset { set_type } = &s.kind {
+        let comps: Vec<&str> = set_type.split(':').nth(1).unwrap_or("").split(',').collect();
+        if comps.len() != 1 || !matches!(comps[0], "ip" | "net") {
+            return None;
+        }
+    }
+    let mut ranges = Vec::with_capacity(s.elements.len());
+    for e in &s.elements {
+        match (e.nomatch, e.key.as_slice()) {
+            (false, [KeyValue::Addr(r)]) => ranges.push(*r),
+            _ => return None,
+        }
+    }
+    Some(crate::firewall::AddrSet::new(ranges))
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(ruleset: &'a Ruleset, local: Vec<IpAddr>) -> Self {
+        let mut bases = Vec::new();
+        for t in &ruleset.tables {
+            for c in &t.chains {
+                if let Some(b) = &c.base {
+                    bases.push(Base {
+                        table: t,
+                        chain: c,
+                        hook: b.hook,
+                        priority: b.priority,
+                        ctype: b.chain_type,
+                        policy: b.policy,
+                        devices: &b.devices,
+                        order: bases.len(),
+                    });
+                }
+            }
+        }
+        // Priority order; ties keep table order (the kernel's tie order is registration order,
+        // which a dump cannot tell — only side effects could make it matter).
+        bases.sort_by_key(|b| (b.priority, b.order));
+        let mut index = HashMap::new();
+        for (ti, t) in ruleset.tables.iter().enumerate() {
+            for s in &t.sets {
+                if s.elements.len() >= 16
+                    && let Some(a) = simple_addr_set(s)
+                {
+                    index.insert((ti, s.name.clone()), a);
+                }
+            }
+        }
+        let mut ipset_index = HashMap::new();
+        for s in &ruleset.ipsets {
+            if s.elements.len() >= 16
+                && let Some(a) = simple_addr_set(s)
+            {
+                ipset_index.insert(s.name.clone(), a);
+            }
+        }
+        Evaluator {
+            ruleset,
+            bases,
+            local,
+            index,
+            ipset_index,
+        }
+    }
+
+    fn is_local(&self, family: Family, v: Option<u128>) -> Option<bool> {
+        let v = v?;
+        Some(self.local.iter().any(|a| {
+            let (f, x) = addr_to_int(*a);
+            f == family && x == v
+        }) || match family {
+            Family::V4 => (v >> 24) == 127,
+            Family::V6 => v == 1,
+        })
+    }
+
+    /// Every outcome of a packet arriving from outside.
+    pub fn evaluate(&self, pkt: &Packet) -> Vec<Outcome> {
+        let st = St {
+            dst: pkt.dst,
+            dport: pkt.dport,
+            mark: 0,
+            ctmark: 0,
+            ct: None,
+            dnat_done: false,
+            conds: Vec::new(),
+            path: Vec::new(),
+            pkt: pkt.clone(),
+        };
+        let mut out = Vec::new();
+        // Ingress (netdev), then prerouting with conntrack at -200.
+        let mut states = vec![st];
+        for hook in [Hook::Ingress, Hook::Prerouting] {
+            states = self.run_hook(hook, states, &mut out);
+        }
+        for st in states {
+            if out.len() > MAX_BRANCHES {
+                break;
+            }
+            let st = with_conntrack(st);
+            match self.is_local(st.pkt.family, st.dst) {
+                // Unknown destination (offline without --dest): it was sent to this host.
+                Some(true) | None => {
+                    let done = self.run_hook(Hook::Input, vec![st], &mut out);
+                    for s in done {
+                        out.push(finish(
+                            s.clone(),
+                            Fate::Local {
+                                addr: s.dst.map(|d| crate::firewall::addr::int_to_addr(s.pkt.family, d)),
+                                port: s.dport,
+                            },
+                            None,
+                        ));
+                    }
+                }
+                Some(false) => {
+                    let fwd = self.run_hook(Hook::Forward, vec![st], &mut out);
+                    let post = self.run_hook(Hook::Postrouting, fwd, &mut out);
+                    for s in post {
+                        out.push(finish(
+                            s.clone(),
+                            Fate::Forwarded {
+                                addr: s.dst.map(|d| crate::firewall::addr::int_to_addr(s.pkt.family, d)),
+                                port: s.dport,
+                            },
+                            None,
+                        ));
+                    }
+                }
+            }
+        }
+        if out.len() > MAX_BRANCHES {
+            let rule = out.first().and_then(|o| o.decided_by.clone());
+            return vec![Outcome {
+                fate: Fate::Undecided(format!(
+                    "more than {MAX_BRANCHES} combinations of undecidable conditions"
+                )),
+                decided_by: rule,
+                conds: Vec::new(),
+                path: Vec::new(),
+            }];
+        }
+        out
+    }
+
+    /// Runs all base chains of one hook, in priority order. Returns the states that passed;
+    /// final outcomes (drop, reject, undecided) go to `out`.
+    fn run_hook(&self, hook: Hook, mut states: Vec<St>, out: &mut Vec<Outcome>) -> Vec<St> {
+        for b in self.bases.iter().filter(|b| b.hook == hook) {
+            let fam = states.first().map(|s| s.pkt.family);
+            let Some(fam) = fam else { break };
+            if !b.table.family.sees(fam) {
+                continue;
+            }
+            if hook == Hook::Ingress {
+                let on_dev = states.first().and_then(|s| s.pkt.iif.clone());
+                if b.devices.is_empty() || !b.devices.iter().any(|d| Some(d) == on_dev.as_ref()) {
+                    continue;
+                }
+            }
+            let mut next = Vec::new();
+            for st in states {
+                let mut st = st;
+                if hook == Hook::Prerouting && b.priority > -200 {
+                    st = with_conntrack(st);
+                }
+                if b.ctype == ChainType::Nat && (st.pkt.established || st.dnat_done) {
+                    // nat chains see only the first packet; after a binding, later nat chains
+                    // at this hook are skipped.
+                    continue_unchanged(&mut next, st);
+                    continue;
+                }
+                st.path.push(Step::Chain {
+                    backend: b.table.backend,
+                    family: b.table.family,
+                    table: b.table.name.clone(),
+                    chain: b.chain.name.clone(),
+                    hook,
+                    priority: b.priority,
+                });
+                for (s, flow) in self.run_chain(b.table, b.chain, st, 0) {
+                    match flow {
+                        Flow::Accept | Flow::Nat => next.push(s),
+                        Flow::End => {
+                            let pol = policy_ref(b);
+                            match b.policy {
+                                Policy::Accept => next.push(s),
+                                Policy::Drop => {
+                                    let mut s = s;
+                                    s.path.push(Step::Policy(pol.clone()));
+                                    out.push(finish(s, Fate::Dropped, Some(pol)));
+                                }
+                            }
+                        }
+                        Flow::Drop(r) => out.push(finish(s, Fate::Dropped, Some(r))),
+                        Flow::Reject(k, r) => out.push(finish(s, Fate::Rejected(k), Some(r))),
+                        Flow::Undecided(why, r) => out.push(finish(s, Fate::Undecided(why), Some(r))),
+                    }
+                }
+            }
+            states = next;
+            if states.is_empty() || out.len() > MAX_BRANCHES {
+                break;
+            }
+        }
+        states
+    }
+
+    fn run_chain(&self, table: &Table, chain: &Chain, st: St, depth: usize) -> Vec<(St, Flow)> {
+        let mut out = Vec::new();
+        if depth > MAX_DEPTH {
+            let r = RuleRef {
+                backend: table.backend,
+                family: table.family,
+                table: table.name.clone(),
+                chain: chain.name.clone(),
+                position: 0,
+                handle: None,
+                text: format!("jumps nested deeper than {MAX_DEPTH}"),
+            };
+            out.push((st, Flow::Undecided(r.text.clone(), r)));
+            return out;
+        }
+        let mut pending: Vec<(St, usize)> = vec![(st, 0)];
+        while let Some((st, i)) = pending.pop() {
+            if out.len() + pending.len() > MAX_BRANCHES {
+                let r = chain.rules.get(i).map(|r| r.source.clone());
+                if let Some(r) = r {
+                    out.push((st, Flow::Undecided("too many branches".into(), r)));
+                }
+                break;
+            }
+            let Some(rule) = chain.rules.get(i) else {
+                out.push((st, Flow::End));
+                continue;
+            };
+            for (mut s, matched) in self.match_rule(table, rule, st) {
+                if !matched {
+                    pending.push((s, i + 1));
+                    continue;
+                }
+                s.path.push(Step::Rule(rule.source.clone()));
+                apply_effects(&mut s, &rule.effects);
+                let verdict = match &rule.verdict {
+                    Verdict::Map(vm) => {
+                        for (s2, v) in self.lookup_vmap(table, rule, vm, s) {
+                            self.apply_verdict(table, rule, v.as_ref(), s2, i, depth, &mut pending, &mut out);
+                        }
+                        continue;
+                    }
+                    v => Some(v.clone()),
+                };
+                self.apply_verdict(table, rule, verdict.as_ref(), s, i, depth, &mut pending, &mut out);
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_verdict(
+        &self,
+        table: &Table,
+        rule: &Rule,
+        verdict: Option<&Verdict>,
+        mut s: St,
+        i: usize,
+        depth: usize,
+        pending: &mut Vec<(St, usize)>,
+        out: &mut Vec<(St, Flow)>,
+    ) {
+        let r = || rule.source.clone();
+        match verdict {
+            None | Some(Verdict::Continue) => pending.push((s, i + 1)),
+            Some(Verdict::Accept) => out.push((s, Flow::Accept)),
+            Some(Verdict::Drop) => out.push((s, Flow::Drop(r()))),
+            Some(Verdict::Reject { with }) => out.push((s, Flow::Reject(with.clone(), r()))),
+            Some(Verdict::Return) => out.push((s, Flow::End)),
+            Some(Verdict::Jump { chain }) | Some(Verdict::Goto { chain }) => {
+                let is_goto = matches!(verdict, Some(Verdict::Goto { .. }));
+                let Some(target) = table.chain(chain) else {
+                    out.push((s, Flow::Undecided(format!("jump to missing chain {chain}"), r())));
+                    return;
+                };
+                for (s2, f) in self.run_chain(table, target, s, depth + 1) {
+                    match f {
+                        Flow::End if !is_goto => pending.push((s2, i + 1)),
+                        f => out.push((s2, f)),
+                    }
+                }
+            }
+            Some(Verdict::Queue { desc }) => out.push((
+                s,
+                Flow::Undecided(format!("a userspace program decides ({desc})"), r()),
+            )),
+            Some(Verdict::Dnat { addr, port }) => {
+                if let Some(a) = addr {
+                    let (f, v) = addr_to_int(*a);
+                    if f == s.pkt.family {
+                        s.dst = Some(v);
+                    }
+                }
+                if let Some(p) = port {
+                    s.dport = *p;
+                }
+                s.dnat_done = true;
+                if let Some(ct) = s.ct.as_mut() {
+                    *ct |= CtStates::DNAT;
+                }
+                out.push((s, Flow::Nat));
+            }
+            Some(Verdict::Redirect { port }) => {
+                // REDIRECT rewrites the destination to the primary address of the input
+                // interface (iptables-extensions(8)): still this host.
+                if let Some(p) = port {
+                    s.dport = *p;
+                }
+                s.dnat_done = true;
+                if let Some(ct) = s.ct.as_mut() {
+                    *ct |= CtStates::DNAT;
+                }
+                out.push((s, Flow::Nat));
+            }
+            Some(Verdict::NatOther { .. }) => out.push((s, Flow::Nat)),
+            Some(Verdict::Map(_)) => out.push((
+                s,
+                Flow::Undecided("verdict map yielding a verdict map".into(), r()),
+            )),
+            Some(Verdict::Unknown { text }) => {
+                // An unknown target might accept, drop or do nothing: fork into those outcomes.
+                let cond = |holds: bool| Cond {
+                    kind: CondKind::Unknown,
+                    desc: format!("unknown target `{text}`"),
+                    holds,
+                    rule: r(),
+                };
+                let mut a = s.clone();
+                a.conds.push(cond(true));
+                out.push((a, Flow::Undecided(format!("unknown target `{text}`"), r())));
+                s.conds.push(cond(false));
+                pending.push((s, i + 1));
+            }
+        }
+    }
+
+    /// Evaluates the rule's matches; returns each branch with whether the rule matched.
+    fn match_rule(&self, table: &Table, rule: &Rule, st: St) -> Vec<(St, bool)> {
+        let mut live = vec![st];
+        let mut out = Vec::new();
+        for m in &rule.matches {
+            let mut next = Vec::new();
+            for s in live {
+                match self.eval_match(table, m, &s) {
+                    Tri::Yes => next.push(s),
+                    Tri::No => out.push((s, false)),
+                    Tri::Depends(kind, desc) => {
+                        let neg = negated(m);
+                        for holds in [true, false] {
+                            let mut b = s.clone();
+                            b.conds.push(Cond {
+                                kind,
+                                desc: desc.clone(),
+                                holds,
+                                rule: rule.source.clone(),
+                            });
+                            if holds != neg {
+                                next.push(b);
+                            } else {
+                                out.push((b, false));
+                            }
+                        }
+                    }
+                }
+            }
+            live = next;
+            if live.is_empty() {
+                break;
+            }
+        }
+        out.extend(live.into_iter().map(|s| (s, true)));
+        out
+    }
+
+    /// Evaluates one match (negation applied, except for `Depends`, which the caller negates).
+    fn eval_match(&self, table: &Table, m: &Match, s: &St) -> Tri {
+        let p = &s.pkt;
+        let b = |v: bool, neg: bool| if v != neg { Tri::Yes } else { Tri::No };
+        match m {
+            Match::Addr { dir, set, negate } => match dir {
+                Dir::Src => b(set.contains(p.family, p.src), *negate),
+                Dir::Dst => match s.dst {
+                    Some(d) => b(set.contains(p.family, d), *negate),
+                    None => {
+                        // A set of the other family only can never match.
+                        if !set.families().any(|f| f == p.family) {
+                            return b(false, *negate);
+                        }
+                        Tri::Depends(
+                            CondKind::Undecidable,
+                            format!("destination address is in {set} (pass --dest)"),
+                        )
+                    }
+                },
+            },
+            Match::Iface { dir, any_of, negate } => match dir {
+                // Output interface is not known on input; on forward it is the route's.
+                Dir::Dst => Tri::Depends(
+                    CondKind::Undecidable,
+                    format!("output interface is {}", patterns(any_of)),
+                ),
+                Dir::Src => match &p.iif {
+                    Some(i) => b(any_of.iter().any(|pat| pat.matches(i)), *negate),
+                    None => {
+                        // Internet packets never arrive on loopback.
+                        if any_of.iter().all(|pat| pat.matches("lo") && !pat.prefix) {
+                            return b(false, *negate);
+                        }
+                        Tri::Depends(
+                            CondKind::Undecidable,
+                            format!(
+                                "input interface is {} (pass --iface)",
+                                patterns(any_of)
+                            ),
+                        )
+                    }
+                },
+            },
+            Match::Proto { protos, negate } => b(protos.contains(&6), *negate),
+            Match::Port { dir, ranges, negate } => match dir {
+                Dir::Dst => b(in_ranges(ranges, s.dport), *negate),
+                Dir::Src => src_port(ranges, *negate),
+            },
+            Match::PortEither { ranges, negate } => {
+                if in_ranges(ranges, s.dport) {
+                    b(true, *negate)
+                } else {
+                    src_port(ranges, *negate)
+                }
+            }
+            Match::TcpFlags { mask, comp, negate } => {
+                let flags: u8 = if p.established { 0x10 } else { 0x02 };
+                b(flags & mask == *comp, *negate)
+            }
+            Match::CtState { states, negate } => {
+                let cur = s.ct.unwrap_or(CtStates::INVALID);
+                // DNAT/SNAT are status bits folded into the state word by xt_conntrack.
+                b(cur & states != 0, *negate)
+            }
+            Match::CtStatus { names, negate } => {
+                let mut any = false;
+                for n in names {
+                    let v = match n.to_ascii_lowercase().as_str() {
+                        "dnat" => s.dnat_done,
+                        "snat" | "expected" => false,
+                        "confirmed" | "seen_reply" | "seen-reply" | "assured" => p.established,
+                        "none" => !s.dnat_done && !p.established,
+                        other => {
+                            return Tri::Depends(
+                                CondKind::Unknown,
+                                format!("ct status {other}"),
+                            );
+                        }
+                    };
+                    any |= v;
+                }
+                b(any, *negate)
+            }
+            Match::Set { set, fields, negate } => match self.set_lookup(table, set, fields, s) {
+                Lookup::Hit => b(true, *negate),
+                Lookup::Miss => b(false, *negate),
+                Lookup::Depends(kind, d) => Tri::Depends(kind, d),
+            },
+            Match::AddrType {
+                dir,
+                types,
+                negate,
+                limit_iface_in: _,
+            } => {
+                let t = match dir {
+                    Dir::Src => "unicast",
+                    Dir::Dst => match self.is_local(p.family, s.dst) {
+                        Some(true) | None => "local",
+                        Some(false) => "unicast",
+                    },
+                };
+                b(types.iter().any(|x| x.eq_ignore_ascii_case(t)), *negate)
+            }
+            Match::Mark { value, mask, negate } => b(s.mark & mask == *value, *negate),
+            Match::ConnMark { value, mask, negate } => {
+                if p.established {
+                    Tri::Depends(
+                        CondKind::Undecidable,
+                        format!("connection mark & {mask:#x} == {value:#x}"),
+                    )
+                } else {
+                    b(s.ctmark & mask == *value, *negate)
+                }
+            }
+            Match::Length { min, max, negate } => {
+                // A SYN from Cloudflare: IP header + TCP header with options.
+                let (lo, hi) = match (p.family, p.established) {
+                    (Family::V4, false) => (52, 60),
+                    (Family::V6, false) => (72, 80),
+                    (Family::V4, true) => (40, 1500),
+                    (Family::V6, true) => (60, 1500),
+                };
+                if *min <= lo && hi <= *max {
+                    b(true, *negate)
+                } else if *max < lo || hi < *min {
+                    b(false, *negate)
+                } else {
+                    Tri::Depends(CondKind::Undecidable, format!("packet length {min}:{max}"))
+                }
+            }
+            Match::NfProto { family, negate } => b(*family == p.family, *negate),
+            Match::Icmp { negate, .. } => b(false, *negate),
+            Match::Rate(r) => Tri::Depends(CondKind::Rate, format!("{} {}", r.kind, r.desc)),
+            Match::Always { .. } => Tri::Yes,
+            Match::Undecidable { condition, .. } => {
+                Tri::Depends(CondKind::Undecidable, condition.clone())
+            }
+            Match::Unknown { text, .. } => {
+                Tri::Depends(CondKind::Unknown, format!("unknown match `{text}`"))
+            }
+        }
+    }
+
+    fn resolve_set<'s>(&'s self, table: &'s Table, set: &'s SetRef) -> Option<SetView<'s>> {
+        match set {
+            SetRef::Named(n) => table.set(n).map(SetView::Def),
+            SetRef::Ipset(n) => self.ruleset.ipset(n).map(SetView::Def),
+            SetRef::Anonymous(e) => Some(SetView::Elems(e)),
+        }
+    }
+
+    fn set_lookup(&self, table: &Table, set: &SetRef, fields: &[Field], s: &St) -> Lookup {
+        // Fast path for big address sets.
+        if let [field @ (Field::SrcAddr | Field::DstAddr)] = fields {
+            let idx = match set {
+                SetRef::Named(n) => self.index.get(&(table_idx(self.ruleset, table), n.clone())),
+                SetRef::Ipset(n) => self.ipset_index.get(n),
+                SetRef::Anonymous(_) => None,
+            };
+            if let Some(a) = idx {
+                let v = if *field == Field::SrcAddr {
+                    Some(s.pkt.src)
+                } else {
+                    s.dst
+                };
+                return match v {
+                    Some(v) => {
+                        if a.contains(s.pkt.family, v) {
+                            Lookup::Hit
+                        } else {
+                            Lookup::Miss
+                        }
+                    }
+                    None => Lookup::Depends(
+                        CondKind::Undecidable,
+                        "destination address (pass --dest)".into(),
+                    ),
+                };
+            }
+        }
+        let Some(view) = self.resolve_set(table, set) else {
+            return Lookup::Depends(
+                CondKind::Unknown,
+                format!("set {} is not in the dump", set_name(set)),
+            );
+        };
+        let (elems, fields): (&[SetElem], Vec<Field>) = match view {
+            SetView::Elems(e) => (e, fields.to_vec()),
+            SetView::Def(d) => match &d.kind {
+                SetKind::Ipset { set_type } if set_type == "list:set" => {
+                    // A list:set matches if any member set matches, in order.
+                    let mut depends = None;
+                    for e in &d.elements {
+                        if let [KeyValue::Unknown(member)] = e.key.as_slice() {
+                            match self.set_lookup(table, &SetRef::Ipset(member.clone()), fields, s) {
+                                Lookup::Hit => return Lookup::Hit,
+                                Lookup::Miss => {}
+                                l @ Lookup::Depends(..) => depends = depends.or(Some(l)),
+                            }
+                        }
+                    }
+                    return depends.unwrap_or(Lookup::Miss);
+                }
+                SetKind::Ipset { set_type } => (&d.elements, ipset_fields(set_type, fields)),
+                _ => (&d.elements, fields.to_vec()),
+            },
+        };
+        // Most specific matching element wins (ipset nomatch semantics); nft sets have no
+        // nomatch so any hit is a hit.
+        let mut best: Option<(u128, bool)> = None;
+        let mut unknown: Option<String> = None;
+        for e in elems {
+            match elem_matches(e, &fields, s) {
+                ElemMatch::Yes(width) => {
+                    if best.is_none_or(|(w, _)| width < w) {
+                        best = Some((width, e.nomatch));
+                    }
+                }
+                ElemMatch::No => {}
+                ElemMatch::Unknown(d) => unknown = Some(d),
+            }
+        }
+        match (best, unknown) {
+            (Some((_, nomatch)), _) if !nomatch => Lookup::Hit,
+            (_, Some(d)) => Lookup::Depends(CondKind::Unknown, d),
+            _ => Lookup::Miss,
+        }
+    }
+
+    /// Looks the packet up in a verdict map: the matching element's verdict, or continue.
+    fn lookup_vmap(
+        &self,
+        table: &Table,
+        rule: &Rule,
+        vm: &crate::firewall::VerdictMap,
+        s: St,
+    ) -> Vec<(St, Option<Verdict>)> {
+        let elems: &[SetElem] = match self.resolve_set(table, &vm.map) {
+            Some(SetView::Def(d)) => &d.elements,
+            Some(SetView::Elems(e)) => e,
+            None => {
+                let d = format!("verdict map {} is not in the dump", set_name(&vm.map));
+                let mut s = s;
+                s.conds.push(Cond {
+                    kind: CondKind::Unknown,
+                    desc: d.clone(),
+                    holds: true,
+                    rule: rule.source.clone(),
+                });
+                return vec![(s, Some(Verdict::Unknown { text: d }))];
+            }
+        };
+        let mut best: Option<(u128, &SetElem)> = None;
+        for e in elems {
+            match elem_matches(e, &vm.fields, &s) {
+                ElemMatch::Yes(w) if best.is_none_or(|(bw, _)| w < bw) => best = Some((w, e)),
+                ElemMatch::Unknown(d) => {
+                    let mut s = s;
+                    s.conds.push(Cond {
+                        kind: CondKind::Unknown,
+                        desc: d.clone(),
+                        holds: true,
+                        rule: rule.source.clone(),
+                    });
+                    return vec![(s, Some(Verdict::Unknown { text: d }))];
+                }
+                _ => {}
+            }
+        }
+        vec![(s, best.and_then(|(_, e)| e.verdict.clone()))]
+    }
+}
+
+enum SetView<'a> {
+    Def(&'a SetDef),
+    Elems(&'a [SetElem]),
+}
+
+fn set_name(s: &SetRef) -> String {
+    match s {
+        SetRef::Named(n) => format!("@{n}"),
+        SetRef::Ipset(n) => format!("ipset {n}"),
+        SetRef::Anonymous(_) => "{…}".into(),
+    }
+}
+
+/// Maps an ipset's type components (`hash:net,port`) and the rule's direction flags to the
+/// packet fields each element dimension is compared with.
+fn ipset_fields(set_type: &str, dirs: &[Field]) -> Vec<Field> {
+    let comps = set_type.split(':').nth(1).unwrap_or("");
+    comps
+        .split(',')
+        .zip(dirs.iter())
+        .map(|(c, d)| {
+            let src = *d == Field::SrcAddr;
+            match c {
+                "ip" | "net" => {
+                    if src {
+                        Field::SrcAddr
+                    } else {
+                        Field::DstAddr
+                    }
+                }
+                "port" => {
+                    if src {
+                        Field::SrcPort
+                    } else {
+                        Field::DstPort
+                    }
+                }
+                "iface" => {
+                    if src {
+                        Field::Iifname
+                    } else {
+                        Field::Oifname
+                    }
+                }
+                "mark" => Field::Mark,
+                _ => Field::L4Proto, // mac and others: elements hold Unknown, which decides
+            }
+        })
+        .collect()
+}
+
+enum ElemMatch {
+    /// Matches; the number is the width of the address dimension (for most-specific-wins).
+    Yes(u128),
+    No,
+    Unknown(String),
+}
+
+fn elem_matches(e: &SetElem, fields: &[Field], s: &St) -> ElemMatch {
+    let mut width = u128::MAX;
+    let mut unknown = None;
+    for (k, f) in e.key.iter().zip(fields) {
+        let ok = match (k, f) {
+            (KeyValue::Addr(r), Field::SrcAddr) => {
+                width = width.min(r.end - r.start);
+                r.contains(s.pkt.family, s.pkt.src)
+            }
+            (KeyValue::Addr(r), Field::DstAddr) => match s.dst {
+                Some(d) => r.contains(s.pkt.family, d),
+                None => {
+                    unknown = Some("destination address (pass --dest)".to_string());
+                    true
+                }
+            },
+            (KeyValue::Int(lo, hi), Field::DstPort) => (*lo..=*hi).contains(&u64::from(s.dport)),
+            (KeyValue::ProtoPort { proto, lo, hi }, Field::DstPort) => {
+                *proto == 6 && (*lo..=*hi).contains(&s.dport)
+            }
+            (KeyValue::Int(lo, hi), Field::SrcPort) => {
+                // Ephemeral source ports: decided only if the range covers all or none.
+                let (a, b) = (*lo as u32, *hi as u32);
+                if a <= 1024 && b >= 65535 {
+                    true
+                } else if b < 1024 {
+                    false
+                } else {
+                    unknown = Some(format!("source port {a}-{b}"));
+                    true
+                }
+            }
+            (KeyValue::ProtoPort { proto, lo, hi }, Field::SrcPort) => {
+                if *proto != 6 || *hi < 1024 {
+                    false
+                } else if *lo <= 1024 {
+                    true
+                } else {
+                    unknown = Some(format!("source port {lo}-{hi}"));
+                    true
+                }
+            }
+            (KeyValue::Int(lo, hi), Field::L4Proto) => (*lo..=*hi).contains(&6),
+            (KeyValue::Int(lo, hi), Field::Mark) => (*lo..=*hi).contains(&u64::from(s.mark)),
+            (KeyValue::Int(lo, hi), Field::CtState) => {
+                let st = u64::from(s.ct.unwrap_or(CtStates::INVALID));
+                (*lo..=*hi).contains(&st) || (*lo == *hi && st & *lo != 0)
+            }
+            (KeyValue::Iface(pat), Field::Iifname) => match &s.pkt.iif {
+                Some(i) => pat.matches(i),
+                None => {
+                    if pat.name == "lo" && !pat.prefix {
+                        false
+                    } else {
+                        unknown = Some(format!("input interface {} (pass --iface)", pat.name));
+                        true
+                    }
+                }
+            },
+            (KeyValue::Iface(pat), Field::Oifname) => {
+                unknown = Some(format!("output interface {}", pat.name));
+                true
+            }
+            (k, f) => {
+                unknown = Some(format!("set element {k:?} compared with {f:?}"));
+                true
+            }
+        };
+        if !ok {
+            return ElemMatch::No;
+        }
+    }
+    match unknown {
+        Some(d) => ElemMatch::Unknown(d),
+        None => ElemMatch::Yes(width),
+    }
+}
+
+#[derive(Debug)]
+enum Tri {
+    Yes,
+    No,
+    Depends(CondKind, String),
+}
+
+enum Lookup {
+    Hit,
+    Miss,
+    Depends(CondKind, String),
+}
+
+fn negated(m: &Match) -> bool {
+    match m {
+        Match::Addr { negate, .. }
+        | Match::Iface { negate, .. }
+        | Match::Proto { negate, .. }
+        | Match::Port { negate, .. }
+        | Match::PortEither { negate, .. }
+        | Match::TcpFlags { negate, .. }
+        | Match::CtState { negate, .. }
+        | Match::CtStatus { negate, .. }
+        | Match::Set { negate, .. }
+        | Match::AddrType { negate, .. }
+        | Match::Mark { negate, .. }
+        | Match::ConnMark { negate, .. }
+        | Match::Length { negate, .. }
+        | Match::NfProto { negate, .. }
+        | Match::Icmp { negate, .. }
+        | Match::Undecidable { negate, .. }
+        | Match::Unknown { negate, .. } => *negate,
+        // `limit rate over` is encoded in RateLimit::over, not as a negation.
+        Match::Rate(_) | Match::Always { .. } => false,
+    }
+}
+
+fn in_ranges(ranges: &[(u16, u16)], p: u16) -> bool {
+    ranges.iter().any(|(a, b)| *a <= p && p <= *b)
+}
+
+/// Source ports of Cloudflare's connections are ephemeral (1024-65535, any of them).
+fn src_port(ranges: &[(u16, u16)], negate: bool) -> Tri {
+    let covers_all = ranges.iter().any(|(a, b)| *a <= 1024 && *b == 65535);
+    let touches = ranges.iter().any(|(_, b)| *b >= 1024);
+    if covers_all {
+        if negate { Tri::No } else { Tri::Yes }
+    } else if !touches {
+        if negate { Tri::Yes } else { Tri::No }
+    } else {
+        let r: Vec<String> = ranges.iter().map(|(a, b)| format!("{a}:{b}")).collect();
+        Tri::Depends(
+            CondKind::Undecidable,
+            format!("client source port in {}", r.join(",")),
+        )
+    }
+}
+
+fn patterns(p: &[IfPattern]) -> String {
+    let v: Vec<String> = p
+        .iter()
+        .map(|x| format!("{}{}", x.name, if x.prefix { "+" } else { "" }))
+        .collect();
+    v.join(",")
+}
+
+fn with_conntrack(mut st: St) -> St {
+    if st.ct.is_none() {
+        st.ct = Some(if st.pkt.established {
+            CtStates::ESTABLISHED
+        } else {
+            CtStates::NEW
+        });
+    }
+    st
+}
+
+fn continue_unchanged(next: &mut Vec<St>, st: St) {
+    next.push(st);
+}
+
+fn apply_effects(s: &mut St, effects: &[Effect]) {
+    for e in effects {
+        match e {
+            Effect::SetMark { value, mask } => s.mark = (s.mark & !mask) ^ value,
+            Effect::SetConnMark { value, mask } => s.ctmark = (s.ctmark & !mask) ^ value,
+            Effect::RestoreMark => s.mark = s.ctmark,
+            Effect::Notrack => {
+                if s.ct.is_none() {
+                    s.ct = Some(CtStates::UNTRACKED);
+                }
+            }
+            Effect::Other { .. } => {}
+        }
+    }
+}
+
+fn policy_ref(b: &Base<'_>) -> RuleRef {
+    RuleRef {
+        backend: b.table.backend,
+        family: b.table.family,
+        table: b.table.name.clone(),
+        chain: b.chain.name.clone(),
+        position: 0,
+        handle: None,
+        text: match b.table.backend {
+            crate::firewall::Backend::Nft => format!(
+                "chain {} {{ type {} hook {} priority {}; policy drop; }}",
+                b.chain.name,
+                match b.ctype {
+                    ChainType::Filter => "filter",
+                    ChainType::Nat => "nat",
+                    ChainType::Route => "route",
+                },
+                format!("{:?}", b.hook).to_lowercase(),
+                b.priority
+            ),
+            _ => format!(":{} DROP", b.chain.name),
+        },
+    }
+}
+
+fn finish(s: St, fate: Fate, decided_by: Option<RuleRef>) -> Outcome {
+    Outcome {
+        fate,
+        decided_by,
+        conds: s.conds,
+        path: s.path,
+    }
+}
+
+/// The one address of `range` used to stand for its whole block.
+pub fn representative(r: &AddrRange) -> u128 {
+    r.start
+}

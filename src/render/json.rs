@@ -1,0 +1,83 @@
+//! The JSON wire format (`--format json`). This is a contract: external tools (configuration
+//! management, monitoring) read it. Fields are only ever added, never renamed or removed
+//! without bumping `schema`.
+//!
+//! `check --format json` (schema `origin-audit/1`):
+//! ```text
+//! {
+//!   "schema": "origin-audit/1",
+//!   "status": "ok" | "warning" | "critical" | "unknown",
+//!   "ranges": { "provider": "cloudflare", "source": "fetched|cache|bundled|file",
+//!               "as_of": "<RFC 3339 or YYYY-MM-DD>", "ipv4": [CIDR…], "ipv6": [CIDR…] },
+//!   "listeners": [ { "address": "0.0.0.0", "port": 443, "process": "nginx"|null, "pid": 812|null } ],
+//!                                                   // null when unknown (offline dumps)
+//!   "reachability": [ { "port": 443, "source": "173.245.48.0/20",
+//!                       "verdict": "accept|drop|reject|rate_limited|conditional",
+//!                       "cf_error": 521 | 522 | null,
+//!                       "rule": null | RULE,
+//!                       "conditions": [string…]   // only for rate_limited / conditional
+//!                     } ],
+//!   "findings": [ { "code": "range-dropped", "severity": "info|warning|critical|unknown",
+//!                   "message": string, "ports": [u16…], "sources": [CIDR…],
+//!                   "cf_error": 521|522|null, "rules": [RULE…], "fix": string|null } ],
+//!   "target": { "ifaces": [..], "dest_v4": addr|null, "dest_v6": addr|null,
+//!               "families": ["ipv4","ipv6"], "notes": [..] },
+//!   "ports": [u16…], "rule_count": n
+//! }
+//! RULE = { "backend": "nft|iptables-nft|iptables-legacy", "family": "ip|ip6|inet|netdev",
+//!          "table": string, "chain": string, "position": n (1-based; 0 = chain policy),
+//!          "handle": n|null (nft), "text": the rule as written }
+//! ```
+//! Reachability rows cover every provider range on every audited port, merged into the fewest
+//! CIDRs per (port, verdict, rule, conditions).
+//!
+//! `explain --format json`: `{ "address", "port", "verdict", "cf_error", "rule", "path": [RULE…],
+//! "established", "chains": [string…], "conditions": [..], "outcomes": [..], "lands", 
+//! "in_provider_range" }` — `path` lists every rule that matched on the decisive path, in order.
+
+use crate::analysis::{Explanation, Report};
+use serde_json::{Value, json};
+
+pub const SCHEMA: &str = "origin-audit/1";
+
+pub fn report(r: &Report) -> Value {
+    let listeners = r.listeners.as_ref().map(|ls| {
+        ls.iter()
+            .map(|l| json!({"address": l.address, "port": l.port, "process": l.process, "pid": l.pid}))
+            .collect::<Vec<_>>()
+    });
+    json!({
+        "schema": SCHEMA,
+        "status": r.status,
+        "ranges": {
+            "provider": r.ranges.provider,
+            "source": r.ranges.source,
+            "as_of": r.ranges.as_of,
+            "ipv4": r.ranges.ipv4,
+            "ipv6": r.ranges.ipv6,
+        },
+        "listeners": listeners,
+        "reachability": r.reachability,
+        "findings": r.findings,
+        "target": r.target,
+        "ports": r.ports,
+        "rule_count": r.rule_count,
+    })
+}
+
+pub fn explanation(e: &Explanation) -> Value {
+    json!({
+        "address": e.address,
+        "port": e.port,
+        "established": e.established,
+        "verdict": e.verdict,
+        "cf_error": e.cf_error,
+        "rule": e.rule,
+        "path": e.path,
+        "chains": e.chains,
+        "conditions": e.conditions,
+        "outcomes": e.outcomes,
+        "lands": e.lands,
+        "in_provider_range": e.in_provider_range,
+    })
+}
