@@ -1100,3 +1100,191 @@ fn finish(s: St, fate: Fate, decided_by: Option<RuleRef>) -> Outcome {
 pub fn representative(r: &AddrRange) -> u128 {
     r.start
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{VerdictKind, classify};
+    use crate::firewall::{AddrSet, Backend, BaseChain, RateLimit, TableFamily};
+
+    fn rref(chain: &str, pos: usize) -> RuleRef {
+        RuleRef {
+            backend: Backend::Nft,
+            family: TableFamily::Inet,
+            table: "t".into(),
+            chain: chain.into(),
+            position: pos,
+            handle: None,
+            text: format!("{chain}#{pos}"),
+        }
+    }
+    fn rule(chain: &str, pos: usize, matches: Vec<Match>, verdict: Verdict) -> Rule {
+        Rule { matches, effects: vec![], verdict, source: rref(chain, pos) }
+    }
+    fn src(cidr: &str) -> Match {
+        Match::Addr {
+            dir: Dir::Src,
+            set: AddrSet::single(AddrRange::parse(cidr).expect("cidr")),
+            negate: false,
+        }
+    }
+    fn dport(p: u16) -> Match {
+        Match::Port { dir: Dir::Dst, ranges: vec![(p, p)], negate: false }
+    }
+    fn base(name: &str, hook: Hook, priority: i32, policy: Policy, rules: Vec<Rule>) -> Chain {
+        Chain {
+            name: name.into(),
+            base: Some(BaseChain { hook, priority, chain_type: ChainType::Filter, policy, devices: vec![] }),
+            rules,
+        }
+    }
+    fn user(name: &str, rules: Vec<Rule>) -> Chain {
+        Chain { name: name.into(), base: None, rules }
+    }
+    fn table(name: &str, chains: Vec<Chain>) -> Table {
+        Table { backend: Backend::Nft, family: TableFamily::Inet, name: name.into(), chains, sets: vec![] }
+    }
+    fn verdict(rs: &Ruleset, addr: &str, port: u16) -> crate::analysis::Classified {
+        let ev = Evaluator::new(rs, vec!["203.0.113.2".parse().expect("ip")]);
+        let (family, src) = addr_to_int(addr.parse().expect("ip"));
+        let dst = addr_to_int("203.0.113.2".parse().expect("ip")).1;
+        classify(&ev.evaluate(&Packet {
+            family,
+            src,
+            dst: Some(dst),
+            dport: port,
+            iif: Some("eth0".into()),
+            established: false,
+        }))
+    }
+
+    #[test]
+    fn accept_in_one_base_chain_does_not_undo_a_drop_in_another() {
+        let rs = Ruleset {
+            tables: vec![
+                table("a", vec![base("input", Hook::Input, 0, Policy::Accept, vec![rule("input", 1, vec![], Verdict::Accept)])]),
+                table("b", vec![base("input", Hook::Input, 10, Policy::Accept, vec![rule("input", 1, vec![src("173.245.48.0/20"), dport(443)], Verdict::Drop)])]),
+            ],
+            ipsets: vec![],
+        };
+        let c = verdict(&rs, "173.245.48.7", 443);
+        assert_eq!(c.verdict, VerdictKind::Drop);
+        assert_eq!(c.cf_error, Some(522));
+        assert_eq!(c.rule.as_ref().map(|r| r.text.as_str()), Some("input#1"));
+        assert_eq!(verdict(&rs, "173.245.64.1", 443).verdict, VerdictKind::Accept);
+        assert_eq!(verdict(&rs, "173.245.48.7", 80).verdict, VerdictKind::Accept);
+    }
+
+    #[test]
+    fn return_comes_back_goto_does_not() {
+        // input: jump J (J returns for CF) ; then drop everything on 443 via goto G whose end
+        // returns to input's caller = policy.
+        let rs = Ruleset {
+            tables: vec![table(
+                "t",
+                vec![
+                    base("input", Hook::Input, 0, Policy::Drop, vec![
+                        rule("input", 1, vec![], Verdict::Jump { chain: "J".into() }),
+                        rule("input", 2, vec![dport(80)], Verdict::Goto { chain: "G".into() }),
+                        rule("input", 3, vec![], Verdict::Accept),
+                    ]),
+                    user("J", vec![
+                        rule("J", 1, vec![src("173.245.48.0/20")], Verdict::Return),
+                        rule("J", 2, vec![], Verdict::Drop),
+                    ]),
+                    user("G", vec![rule("G", 1, vec![src("10.0.0.0/8")], Verdict::Accept)]),
+                ],
+            )],
+            ipsets: vec![],
+        };
+        assert_eq!(verdict(&rs, "173.245.48.1", 443).verdict, VerdictKind::Accept);
+        let c = verdict(&rs, "104.16.0.1", 443);
+        assert_eq!((c.verdict, c.rule.map(|r| r.text)), (VerdictKind::Drop, Some("J#2".into())));
+        // goto G falls off → back to input's caller → policy drop, never reaching input#3.
+        let c = verdict(&rs, "173.245.48.1", 80);
+        assert_eq!(c.verdict, VerdictKind::Drop);
+        assert_eq!(c.rule.map(|r| r.position), Some(0));
+    }
+
+    #[test]
+    fn rate_limits_and_unknowns_are_named_not_guessed() {
+        let limit = Match::Rate(RateLimit { kind: "limit".into(), desc: "10/second".into(), over: false });
+        let rs = Ruleset {
+            tables: vec![table("t", vec![base("input", Hook::Input, 0, Policy::Drop, vec![
+                rule("input", 1, vec![dport(443), limit], Verdict::Accept),
+                rule("input", 2, vec![dport(80), Match::Unknown { text: "-m foo".into(), negate: false }], Verdict::Accept),
+            ])])],
+            ipsets: vec![],
+        };
+        let c = verdict(&rs, "173.245.48.1", 443);
+        assert_eq!(c.verdict, VerdictKind::RateLimited);
+        assert_eq!(c.cf_error, Some(522));
+        assert_eq!(c.rule.map(|r| r.text), Some("input#1".into()));
+        let c = verdict(&rs, "173.245.48.1", 80);
+        assert_eq!(c.verdict, VerdictKind::Conditional);
+        assert!(c.conditions.iter().any(|x| x.contains("-m foo")), "{:?}", c.conditions);
+    }
+
+    #[test]
+    fn conntrack_state_before_and_after_priority_minus_200() {
+        let new = Match::CtState { states: CtStates::NEW, negate: false };
+        let rs = Ruleset {
+            tables: vec![table("t", vec![
+                // raw priority: no conntrack entry yet → state INVALID, `ct state new` misses.
+                base("raw", Hook::Prerouting, -300, Policy::Accept, vec![rule("raw", 1, vec![new.clone()], Verdict::Drop)]),
+                base("input", Hook::Input, 0, Policy::Accept, vec![rule("input", 1, vec![new, dport(8443)], Verdict::Reject { with: RejectKind::TcpReset })]),
+            ])],
+            ipsets: vec![],
+        };
+        assert_eq!(verdict(&rs, "173.245.48.1", 443).verdict, VerdictKind::Accept);
+        let c = verdict(&rs, "173.245.48.1", 8443);
+        assert_eq!((c.verdict, c.cf_error), (VerdictKind::Reject, Some(521)));
+    }
+
+    #[test]
+    fn dnat_changes_the_port_later_chains_see() {
+        let rs = Ruleset {
+            tables: vec![table("t", vec![
+                Chain {
+                    name: "pre".into(),
+                    base: Some(BaseChain { hook: Hook::Prerouting, priority: -100, chain_type: ChainType::Nat, policy: Policy::Accept, devices: vec![] }),
+                    rules: vec![rule("pre", 1, vec![dport(443)], Verdict::Redirect { port: Some(8443) })],
+                },
+                base("input", Hook::Input, 0, Policy::Accept, vec![rule("input", 1, vec![dport(8443)], Verdict::Drop)]),
+            ])],
+            ipsets: vec![],
+        };
+        let c = verdict(&rs, "173.245.48.1", 443);
+        assert_eq!(c.verdict, VerdictKind::Drop);
+        assert_eq!(verdict(&rs, "173.245.48.1", 80).verdict, VerdictKind::Accept);
+        let lands = verdict(&rs, "173.245.48.1", 80).lands;
+        assert_eq!(lands.map(|l| l.1), Some(80));
+    }
+
+    #[test]
+    fn ipset_nomatch_entry_carves_out_of_a_wider_one() {
+        let el = |c: &str, nomatch: bool| SetElem {
+            key: vec![KeyValue::Addr(AddrRange::parse(c).expect("cidr"))],
+            nomatch,
+            verdict: None,
+        };
+        let rs = Ruleset {
+            tables: vec![table("t", vec![base("input", Hook::Input, 0, Policy::Accept, vec![rule(
+                "input",
+                1,
+                vec![Match::Set { set: SetRef::Ipset("ban".into()), fields: vec![Field::SrcAddr], negate: false }],
+                Verdict::Drop,
+            )])])],
+            ipsets: vec![SetDef {
+                name: "ban".into(),
+                kind: SetKind::Ipset { set_type: "hash:net".into() },
+                family: Some(Family::V4),
+                elements: vec![el("173.245.48.0/20", false), el("173.245.50.0/24", true)],
+                dynamic: false,
+                unparsed: vec![],
+            }],
+        };
+        assert_eq!(verdict(&rs, "173.245.48.1", 443).verdict, VerdictKind::Drop);
+        assert_eq!(verdict(&rs, "173.245.50.9", 443).verdict, VerdictKind::Accept);
+    }
+}

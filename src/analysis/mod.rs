@@ -567,15 +567,18 @@ pub fn rule_label(r: &RuleRef) -> String {
 /// The one-line fix for a rule that blocks the provider's ranges on some ports.
 pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     let ports_s: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+    // Before the culprit rule in its own chain; for a policy, appended at the chain's end.
+    let policy = r.position == 0;
     match r.backend {
         Backend::Nft => {
             let fam = if sources.iter().any(|s| s.contains(':')) { "ip6" } else { "ip" };
-            let where_ = match r.handle {
-                Some(h) if r.position > 0 => format!(" position {h}"),
-                _ => String::new(),
+            let (verb, at) = match (policy, r.handle) {
+                (false, Some(h)) => ("insert", format!(" position {h}")),
+                (false, None) => ("insert", String::new()),
+                (true, _) => ("add", String::new()),
             };
             format!(
-                "nft insert rule {} {} {}{where_} {fam} saddr {{ {} }} tcp dport {{ {} }} accept comment \"origin-audit\"",
+                "nft {verb} rule {} {} {}{at} {fam} saddr {{ {} }} tcp dport {{ {} }} accept comment \"origin-audit\"",
                 r.family,
                 r.table,
                 r.chain,
@@ -590,16 +593,15 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
                 (_, TableFamily::Ip6) => "ip6tables-nft",
                 _ => "iptables-nft",
             };
-            let pos = if r.position == 0 { String::new() } else { format!(" {}", r.position) };
+            let at = if policy { format!("-A {}", r.chain) } else { format!("-I {} {}", r.chain, r.position) };
             let dport = if ports.len() == 1 {
                 format!("--dport {}", ports[0])
             } else {
                 format!("-m multiport --dports {}", ports_s.join(","))
             };
             format!(
-                "{bin} -t {} -I {}{pos} -s {} -p tcp {dport} -m comment --comment origin-audit -j ACCEPT",
+                "{bin} -t {} {at} -s {} -p tcp {dport} -m comment --comment origin-audit -j ACCEPT",
                 r.table,
-                r.chain,
                 sources.join(","),
             )
         }
@@ -658,15 +660,7 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
                 ports_s.join(", "),
             );
             let fix = rule.as_ref().map(|r| {
-                if r.position == 0 {
-                    format!(
-                        "the chain policy drops: add an accept before the end of {}: {}",
-                        r.chain,
-                        fix_hint(r, &sources, &ports)
-                    )
-                } else {
-                    fix_hint(r, &sources, &ports)
-                }
+                fix_hint(r, &sources, &ports)
             });
             out.push(Finding {
                 code,
