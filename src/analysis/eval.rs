@@ -119,6 +119,10 @@ struct St {
     /// Conntrack state bits, or None before conntrack ran.
     ct: Option<u8>,
     dnat_done: bool,
+    /// The hook being traversed (the output interface exists only from forward on).
+    hook: Hook,
+    /// Output interface chosen by routing (forwarded packets), if known.
+    oif: Option<String>,
     conds: Vec<Cond>,
     path: Vec<Step>,
 }
@@ -156,6 +160,8 @@ pub struct Evaluator<'a> {
     bases: Vec<Base<'a>>,
     /// Addresses of this host (routing decision: local delivery or forward).
     local: Vec<IpAddr>,
+    /// Connected subnets per interface, for the output interface of forwarded packets.
+    routes: Vec<(String, AddrRange)>,
     index: SetIndex,
     ipset_index: HashMap<String, crate::firewall::AddrSet>,
 }
@@ -190,7 +196,7 @@ fn simple_addr_set(s: &SetDef) -> Option<crate::firewall::AddrSet> {
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(ruleset: &'a Ruleset, local: Vec<IpAddr>) -> Self {
+    pub fn new(ruleset: &'a Ruleset, local: Vec<IpAddr>, routes: Vec<(String, AddrRange)>) -> Self {
         let mut bases = Vec::new();
         for t in &ruleset.tables {
             for c in &t.chains {
@@ -233,6 +239,7 @@ impl<'a> Evaluator<'a> {
             ruleset,
             bases,
             local,
+            routes,
             index,
             ipset_index,
         }
@@ -258,6 +265,8 @@ impl<'a> Evaluator<'a> {
             ctmark: 0,
             ct: None,
             dnat_done: false,
+            hook: Hook::Ingress,
+            oif: None,
             conds: Vec::new(),
             path: Vec::new(),
             pkt: pkt.clone(),
@@ -289,6 +298,14 @@ impl<'a> Evaluator<'a> {
                     }
                 }
                 Some(false) => {
+                    let mut st = st;
+                    st.oif = st.dst.and_then(|d| {
+                        self.routes
+                            .iter()
+                            .filter(|(_, r)| r.contains(st.pkt.family, d))
+                            .min_by_key(|(_, r)| r.end - r.start)
+                            .map(|(n, _)| n.clone())
+                    });
                     let fwd = self.run_hook(Hook::Forward, vec![st], &mut out);
                     let post = self.run_hook(Hook::Postrouting, fwd, &mut out);
                     for s in post {
@@ -336,6 +353,7 @@ impl<'a> Evaluator<'a> {
             let mut next = Vec::new();
             for st in states {
                 let mut st = st;
+                st.hook = hook;
                 if hook == Hook::Prerouting && b.priority > -200 {
                     st = with_conntrack(st);
                 }
@@ -577,11 +595,20 @@ impl<'a> Evaluator<'a> {
                 },
             },
             Match::Iface { dir, any_of, negate } => match dir {
-                // Output interface is not known on input; on forward it is the route's.
-                Dir::Dst => Tri::Depends(
-                    CondKind::Undecidable,
-                    format!("output interface is {}", patterns(any_of)),
-                ),
+                // Before routing and on input there is no output interface: oifname is empty
+                // (nft) and `-o` is refused by iptables there. On forward it is the route's.
+                Dir::Dst => match s.hook {
+                    Hook::Ingress | Hook::Prerouting | Hook::Input => {
+                        b(any_of.iter().any(|pat| pat.matches("")), *negate)
+                    }
+                    _ => match &s.oif {
+                        Some(o) => b(any_of.iter().any(|pat| pat.matches(o)), *negate),
+                        None => Tri::Depends(
+                            CondKind::Undecidable,
+                            format!("output interface is {}", patterns(any_of)),
+                        ),
+                    },
+                },
                 Dir::Src => match &p.iif {
                     Some(i) => b(any_of.iter().any(|pat| pat.matches(i)), *negate),
                     None => {
@@ -1145,7 +1172,7 @@ mod tests {
         Table { backend: Backend::Nft, family: TableFamily::Inet, name: name.into(), chains, sets: vec![] }
     }
     fn verdict(rs: &Ruleset, addr: &str, port: u16) -> crate::analysis::Classified {
-        let ev = Evaluator::new(rs, vec!["203.0.113.2".parse().expect("ip")]);
+        let ev = Evaluator::new(rs, vec!["203.0.113.2".parse().expect("ip")], vec![]);
         let (family, src) = addr_to_int(addr.parse().expect("ip"));
         let dst = addr_to_int("203.0.113.2".parse().expect("ip")).1;
         classify(&ev.evaluate(&Packet {

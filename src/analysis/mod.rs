@@ -395,6 +395,20 @@ fn provider_blocks(ranges: &ProviderRanges, fam: Family) -> Vec<AddrRange> {
     }
 }
 
+/// Connected subnets of every interface (the route a forwarded packet takes).
+fn connected(snap: &Snapshot) -> Vec<(String, AddrRange)> {
+    snap.interfaces
+        .iter()
+        .flat_map(|i| {
+            i.addrs.iter().filter_map(move |a| {
+                ipnet::IpNet::new(a.addr, a.prefix_len)
+                    .ok()
+                    .map(|n| (i.name.clone(), AddrRange::from_net(n.trunc())))
+            })
+        })
+        .collect()
+}
+
 /// Builds the packet for one block representative.
 fn packet(t: &Target, fam: Family, src: u128, port: u16, established: bool) -> Packet {
     Packet {
@@ -417,7 +431,7 @@ pub fn analyze(snap: &Snapshot, opts: &Options) -> Report {
 pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) -> Report {
     let rs = &prepared.ruleset;
     let t = target(snap, opts);
-    let ev = Evaluator::new(rs, t.local.clone());
+    let ev = Evaluator::new(rs, t.local.clone(), connected(snap));
     let cuts = blocks::Cuts::new(rs);
     let mut ports = opts.ports.clone();
     ports.sort_unstable();
@@ -887,7 +901,7 @@ pub fn explain(
 ) -> (Explanation, Vec<String>) {
     let prepared = prepare(snap);
     let t = target(snap, opts);
-    let ev = Evaluator::new(&prepared.ruleset, t.local.clone());
+    let ev = Evaluator::new(&prepared.ruleset, t.local.clone(), connected(snap));
     let (fam, src) = addr_to_int(address);
     let mut t2 = t.clone();
     if !t2.families.contains(&fam) {
