@@ -95,7 +95,10 @@ fn explain(args: ExplainArgs) -> anyhow::Result<u8> {
             "{}",
             serde_json::to_string_pretty(&render::json::explanation(&e))?
         ),
-        Format::Human => print!("{}", render::human::explanation(&e, color(ColorChoice::Auto))),
+        Format::Human => print!(
+            "{}",
+            render::human::explanation(&e, color(ColorChoice::Auto))
+        ),
     }
     if !errors.is_empty() || snap.read_errors.iter().any(|r| r.firewall) {
         return Ok(3);

@@ -65,9 +65,15 @@ pub enum CondKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fate {
     /// Delivered to a local socket at this address and port (after any DNAT/REDIRECT).
-    Local { addr: Option<IpAddr>, port: u16 },
+    Local {
+        addr: Option<IpAddr>,
+        port: u16,
+    },
     /// Forwarded to another host (DNAT to a container, ...), FORWARD chains accepted it.
-    Forwarded { addr: Option<IpAddr>, port: u16 },
+    Forwarded {
+        addr: Option<IpAddr>,
+        port: u16,
+    },
     Dropped,
     Rejected(RejectKind),
     /// Cannot be decided (userspace queue, unknown target, evaluation limits).
@@ -180,7 +186,12 @@ fn simple_addr_set(s: &SetDef) -> Option<crate::firewall::AddrSet> {
         return None;
     }
     if let SetKind::Ipset { set_type } = &s.kind {
-        let comps: Vec<&str> = set_type.split(':').nth(1).unwrap_or("").split(',').collect();
+        let comps: Vec<&str> = set_type
+            .split(':')
+            .nth(1)
+            .unwrap_or("")
+            .split(',')
+            .collect();
         if comps.len() != 1 || !matches!(comps[0], "ip" | "net") {
             return None;
         }
@@ -247,13 +258,15 @@ impl<'a> Evaluator<'a> {
 
     fn is_local(&self, family: Family, v: Option<u128>) -> Option<bool> {
         let v = v?;
-        Some(self.local.iter().any(|a| {
-            let (f, x) = addr_to_int(*a);
-            f == family && x == v
-        }) || match family {
-            Family::V4 => (v >> 24) == 127,
-            Family::V6 => v == 1,
-        })
+        Some(
+            self.local.iter().any(|a| {
+                let (f, x) = addr_to_int(*a);
+                f == family && x == v
+            }) || match family {
+                Family::V4 => (v >> 24) == 127,
+                Family::V6 => v == 1,
+            },
+        )
     }
 
     /// Every outcome of a packet arriving from outside.
@@ -290,7 +303,9 @@ impl<'a> Evaluator<'a> {
                         out.push(finish(
                             s.clone(),
                             Fate::Local {
-                                addr: s.dst.map(|d| crate::firewall::addr::int_to_addr(s.pkt.family, d)),
+                                addr: s
+                                    .dst
+                                    .map(|d| crate::firewall::addr::int_to_addr(s.pkt.family, d)),
                                 port: s.dport,
                             },
                             None,
@@ -312,7 +327,9 @@ impl<'a> Evaluator<'a> {
                         out.push(finish(
                             s.clone(),
                             Fate::Forwarded {
-                                addr: s.dst.map(|d| crate::firewall::addr::int_to_addr(s.pkt.family, d)),
+                                addr: s
+                                    .dst
+                                    .map(|d| crate::firewall::addr::int_to_addr(s.pkt.family, d)),
                                 port: s.dport,
                             },
                             None,
@@ -387,7 +404,9 @@ impl<'a> Evaluator<'a> {
                         }
                         Flow::Drop(r) => out.push(finish(s, Fate::Dropped, Some(r))),
                         Flow::Reject(k, r) => out.push(finish(s, Fate::Rejected(k), Some(r))),
-                        Flow::Undecided(why, r) => out.push(finish(s, Fate::Undecided(why), Some(r))),
+                        Flow::Undecided(why, r) => {
+                            out.push(finish(s, Fate::Undecided(why), Some(r)))
+                        }
                     }
                 }
             }
@@ -437,13 +456,31 @@ impl<'a> Evaluator<'a> {
                 let verdict = match &rule.verdict {
                     Verdict::Map(vm) => {
                         for (s2, v) in self.lookup_vmap(table, rule, vm, s) {
-                            self.apply_verdict(table, rule, v.as_ref(), s2, i, depth, &mut pending, &mut out);
+                            self.apply_verdict(
+                                table,
+                                rule,
+                                v.as_ref(),
+                                s2,
+                                i,
+                                depth,
+                                &mut pending,
+                                &mut out,
+                            );
                         }
                         continue;
                     }
                     v => Some(v.clone()),
                 };
-                self.apply_verdict(table, rule, verdict.as_ref(), s, i, depth, &mut pending, &mut out);
+                self.apply_verdict(
+                    table,
+                    rule,
+                    verdict.as_ref(),
+                    s,
+                    i,
+                    depth,
+                    &mut pending,
+                    &mut out,
+                );
             }
         }
         out
@@ -471,7 +508,10 @@ impl<'a> Evaluator<'a> {
             Some(Verdict::Jump { chain }) | Some(Verdict::Goto { chain }) => {
                 let is_goto = matches!(verdict, Some(Verdict::Goto { .. }));
                 let Some(target) = table.chain(chain) else {
-                    out.push((s, Flow::Undecided(format!("jump to missing chain {chain}"), r())));
+                    out.push((
+                        s,
+                        Flow::Undecided(format!("jump to missing chain {chain}"), r()),
+                    ));
                     return;
                 };
                 for (s2, f) in self.run_chain(table, target, s, depth + 1) {
@@ -594,7 +634,11 @@ impl<'a> Evaluator<'a> {
                     }
                 },
             },
-            Match::Iface { dir, any_of, negate } => match dir {
+            Match::Iface {
+                dir,
+                any_of,
+                negate,
+            } => match dir {
                 // Before routing and on input there is no output interface: oifname is empty
                 // (nft) and `-o` is refused by iptables there. On forward it is the route's.
                 Dir::Dst => match s.hook {
@@ -618,16 +662,17 @@ impl<'a> Evaluator<'a> {
                         }
                         Tri::Depends(
                             CondKind::Undecidable,
-                            format!(
-                                "input interface is {} (pass --iface)",
-                                patterns(any_of)
-                            ),
+                            format!("input interface is {} (pass --iface)", patterns(any_of)),
                         )
                     }
                 },
             },
             Match::Proto { protos, negate } => b(protos.contains(&6), *negate),
-            Match::Port { dir, ranges, negate } => match dir {
+            Match::Port {
+                dir,
+                ranges,
+                negate,
+            } => match dir {
                 Dir::Dst => b(in_ranges(ranges, s.dport), *negate),
                 Dir::Src => src_port(ranges, *negate),
             },
@@ -656,17 +701,18 @@ impl<'a> Evaluator<'a> {
                         "confirmed" | "seen_reply" | "seen-reply" | "assured" => p.established,
                         "none" => !s.dnat_done && !p.established,
                         other => {
-                            return Tri::Depends(
-                                CondKind::Unknown,
-                                format!("ct status {other}"),
-                            );
+                            return Tri::Depends(CondKind::Unknown, format!("ct status {other}"));
                         }
                     };
                     any |= v;
                 }
                 b(any, *negate)
             }
-            Match::Set { set, fields, negate } => match self.set_lookup(table, set, fields, s) {
+            Match::Set {
+                set,
+                fields,
+                negate,
+            } => match self.set_lookup(table, set, fields, s) {
                 Lookup::Hit => b(true, *negate),
                 Lookup::Miss => b(false, *negate),
                 Lookup::Depends(kind, d) => Tri::Depends(kind, d),
@@ -686,8 +732,16 @@ impl<'a> Evaluator<'a> {
                 };
                 b(types.iter().any(|x| x.eq_ignore_ascii_case(t)), *negate)
             }
-            Match::Mark { value, mask, negate } => b(s.mark & mask == *value, *negate),
-            Match::ConnMark { value, mask, negate } => {
+            Match::Mark {
+                value,
+                mask,
+                negate,
+            } => b(s.mark & mask == *value, *negate),
+            Match::ConnMark {
+                value,
+                mask,
+                negate,
+            } => {
                 if p.established {
                     Tri::Depends(
                         CondKind::Undecidable,
@@ -777,7 +831,8 @@ impl<'a> Evaluator<'a> {
                     let mut depends = None;
                     for e in &d.elements {
                         if let [KeyValue::Unknown(member)] = e.key.as_slice() {
-                            match self.set_lookup(table, &SetRef::Ipset(member.clone()), fields, s) {
+                            match self.set_lookup(table, &SetRef::Ipset(member.clone()), fields, s)
+                            {
                                 Lookup::Hit => return Lookup::Hit,
                                 Lookup::Miss => {}
                                 l @ Lookup::Depends(..) => depends = depends.or(Some(l)),
@@ -1146,7 +1201,12 @@ mod tests {
         }
     }
     fn rule(chain: &str, pos: usize, matches: Vec<Match>, verdict: Verdict) -> Rule {
-        Rule { matches, effects: vec![], verdict, source: rref(chain, pos) }
+        Rule {
+            matches,
+            effects: vec![],
+            verdict,
+            source: rref(chain, pos),
+        }
     }
     fn src(cidr: &str) -> Match {
         Match::Addr {
@@ -1156,20 +1216,40 @@ mod tests {
         }
     }
     fn dport(p: u16) -> Match {
-        Match::Port { dir: Dir::Dst, ranges: vec![(p, p)], negate: false }
+        Match::Port {
+            dir: Dir::Dst,
+            ranges: vec![(p, p)],
+            negate: false,
+        }
     }
     fn base(name: &str, hook: Hook, priority: i32, policy: Policy, rules: Vec<Rule>) -> Chain {
         Chain {
             name: name.into(),
-            base: Some(BaseChain { hook, priority, chain_type: ChainType::Filter, policy, devices: vec![] }),
+            base: Some(BaseChain {
+                hook,
+                priority,
+                chain_type: ChainType::Filter,
+                policy,
+                devices: vec![],
+            }),
             rules,
         }
     }
     fn user(name: &str, rules: Vec<Rule>) -> Chain {
-        Chain { name: name.into(), base: None, rules }
+        Chain {
+            name: name.into(),
+            base: None,
+            rules,
+        }
     }
     fn table(name: &str, chains: Vec<Chain>) -> Table {
-        Table { backend: Backend::Nft, family: TableFamily::Inet, name: name.into(), chains, sets: vec![] }
+        Table {
+            backend: Backend::Nft,
+            family: TableFamily::Inet,
+            name: name.into(),
+            chains,
+            sets: vec![],
+        }
     }
     fn verdict(rs: &Ruleset, addr: &str, port: u16) -> crate::analysis::Classified {
         let ev = Evaluator::new(rs, vec!["203.0.113.2".parse().expect("ip")], vec![]);
@@ -1189,8 +1269,31 @@ mod tests {
     fn accept_in_one_base_chain_does_not_undo_a_drop_in_another() {
         let rs = Ruleset {
             tables: vec![
-                table("a", vec![base("input", Hook::Input, 0, Policy::Accept, vec![rule("input", 1, vec![], Verdict::Accept)])]),
-                table("b", vec![base("input", Hook::Input, 10, Policy::Accept, vec![rule("input", 1, vec![src("173.245.48.0/20"), dport(443)], Verdict::Drop)])]),
+                table(
+                    "a",
+                    vec![base(
+                        "input",
+                        Hook::Input,
+                        0,
+                        Policy::Accept,
+                        vec![rule("input", 1, vec![], Verdict::Accept)],
+                    )],
+                ),
+                table(
+                    "b",
+                    vec![base(
+                        "input",
+                        Hook::Input,
+                        10,
+                        Policy::Accept,
+                        vec![rule(
+                            "input",
+                            1,
+                            vec![src("173.245.48.0/20"), dport(443)],
+                            Verdict::Drop,
+                        )],
+                    )],
+                ),
             ],
             ipsets: vec![],
         };
@@ -1198,8 +1301,14 @@ mod tests {
         assert_eq!(c.verdict, VerdictKind::Drop);
         assert_eq!(c.cf_error, Some(522));
         assert_eq!(c.rule.as_ref().map(|r| r.text.as_str()), Some("input#1"));
-        assert_eq!(verdict(&rs, "173.245.64.1", 443).verdict, VerdictKind::Accept);
-        assert_eq!(verdict(&rs, "173.245.48.7", 80).verdict, VerdictKind::Accept);
+        assert_eq!(
+            verdict(&rs, "173.245.64.1", 443).verdict,
+            VerdictKind::Accept
+        );
+        assert_eq!(
+            verdict(&rs, "173.245.48.7", 80).verdict,
+            VerdictKind::Accept
+        );
     }
 
     #[test]
@@ -1210,23 +1319,46 @@ mod tests {
             tables: vec![table(
                 "t",
                 vec![
-                    base("input", Hook::Input, 0, Policy::Drop, vec![
-                        rule("input", 1, vec![], Verdict::Jump { chain: "J".into() }),
-                        rule("input", 2, vec![dport(80)], Verdict::Goto { chain: "G".into() }),
-                        rule("input", 3, vec![], Verdict::Accept),
-                    ]),
-                    user("J", vec![
-                        rule("J", 1, vec![src("173.245.48.0/20")], Verdict::Return),
-                        rule("J", 2, vec![], Verdict::Drop),
-                    ]),
-                    user("G", vec![rule("G", 1, vec![src("10.0.0.0/8")], Verdict::Accept)]),
+                    base(
+                        "input",
+                        Hook::Input,
+                        0,
+                        Policy::Drop,
+                        vec![
+                            rule("input", 1, vec![], Verdict::Jump { chain: "J".into() }),
+                            rule(
+                                "input",
+                                2,
+                                vec![dport(80)],
+                                Verdict::Goto { chain: "G".into() },
+                            ),
+                            rule("input", 3, vec![], Verdict::Accept),
+                        ],
+                    ),
+                    user(
+                        "J",
+                        vec![
+                            rule("J", 1, vec![src("173.245.48.0/20")], Verdict::Return),
+                            rule("J", 2, vec![], Verdict::Drop),
+                        ],
+                    ),
+                    user(
+                        "G",
+                        vec![rule("G", 1, vec![src("10.0.0.0/8")], Verdict::Accept)],
+                    ),
                 ],
             )],
             ipsets: vec![],
         };
-        assert_eq!(verdict(&rs, "173.245.48.1", 443).verdict, VerdictKind::Accept);
+        assert_eq!(
+            verdict(&rs, "173.245.48.1", 443).verdict,
+            VerdictKind::Accept
+        );
         let c = verdict(&rs, "104.16.0.1", 443);
-        assert_eq!((c.verdict, c.rule.map(|r| r.text)), (VerdictKind::Drop, Some("J#2".into())));
+        assert_eq!(
+            (c.verdict, c.rule.map(|r| r.text)),
+            (VerdictKind::Drop, Some("J#2".into()))
+        );
         // goto G falls off → back to input's caller → policy drop, never reaching input#3.
         let c = verdict(&rs, "173.245.48.1", 80);
         assert_eq!(c.verdict, VerdictKind::Drop);
@@ -1235,12 +1367,36 @@ mod tests {
 
     #[test]
     fn rate_limits_and_unknowns_are_named_not_guessed() {
-        let limit = Match::Rate(RateLimit { kind: "limit".into(), desc: "10/second".into(), over: false });
+        let limit = Match::Rate(RateLimit {
+            kind: "limit".into(),
+            desc: "10/second".into(),
+            over: false,
+        });
         let rs = Ruleset {
-            tables: vec![table("t", vec![base("input", Hook::Input, 0, Policy::Drop, vec![
-                rule("input", 1, vec![dport(443), limit], Verdict::Accept),
-                rule("input", 2, vec![dport(80), Match::Unknown { text: "-m foo".into(), negate: false }], Verdict::Accept),
-            ])])],
+            tables: vec![table(
+                "t",
+                vec![base(
+                    "input",
+                    Hook::Input,
+                    0,
+                    Policy::Drop,
+                    vec![
+                        rule("input", 1, vec![dport(443), limit], Verdict::Accept),
+                        rule(
+                            "input",
+                            2,
+                            vec![
+                                dport(80),
+                                Match::Unknown {
+                                    text: "-m foo".into(),
+                                    negate: false,
+                                },
+                            ],
+                            Verdict::Accept,
+                        ),
+                    ],
+                )],
+            )],
             ipsets: vec![],
         };
         let c = verdict(&rs, "173.245.48.1", 443);
@@ -1249,21 +1405,53 @@ mod tests {
         assert_eq!(c.rule.map(|r| r.text), Some("input#1".into()));
         let c = verdict(&rs, "173.245.48.1", 80);
         assert_eq!(c.verdict, VerdictKind::Conditional);
-        assert!(c.conditions.iter().any(|x| x.contains("-m foo")), "{:?}", c.conditions);
+        assert!(
+            c.conditions.iter().any(|x| x.contains("-m foo")),
+            "{:?}",
+            c.conditions
+        );
     }
 
     #[test]
     fn conntrack_state_before_and_after_priority_minus_200() {
-        let new = Match::CtState { states: CtStates::NEW, negate: false };
+        let new = Match::CtState {
+            states: CtStates::NEW,
+            negate: false,
+        };
         let rs = Ruleset {
-            tables: vec![table("t", vec![
-                // raw priority: no conntrack entry yet → state INVALID, `ct state new` misses.
-                base("raw", Hook::Prerouting, -300, Policy::Accept, vec![rule("raw", 1, vec![new.clone()], Verdict::Drop)]),
-                base("input", Hook::Input, 0, Policy::Accept, vec![rule("input", 1, vec![new, dport(8443)], Verdict::Reject { with: RejectKind::TcpReset })]),
-            ])],
+            tables: vec![table(
+                "t",
+                vec![
+                    // raw priority: no conntrack entry yet → state INVALID, `ct state new` misses.
+                    base(
+                        "raw",
+                        Hook::Prerouting,
+                        -300,
+                        Policy::Accept,
+                        vec![rule("raw", 1, vec![new.clone()], Verdict::Drop)],
+                    ),
+                    base(
+                        "input",
+                        Hook::Input,
+                        0,
+                        Policy::Accept,
+                        vec![rule(
+                            "input",
+                            1,
+                            vec![new, dport(8443)],
+                            Verdict::Reject {
+                                with: RejectKind::TcpReset,
+                            },
+                        )],
+                    ),
+                ],
+            )],
             ipsets: vec![],
         };
-        assert_eq!(verdict(&rs, "173.245.48.1", 443).verdict, VerdictKind::Accept);
+        assert_eq!(
+            verdict(&rs, "173.245.48.1", 443).verdict,
+            VerdictKind::Accept
+        );
         let c = verdict(&rs, "173.245.48.1", 8443);
         assert_eq!((c.verdict, c.cf_error), (VerdictKind::Reject, Some(521)));
     }
@@ -1271,19 +1459,42 @@ mod tests {
     #[test]
     fn dnat_changes_the_port_later_chains_see() {
         let rs = Ruleset {
-            tables: vec![table("t", vec![
-                Chain {
-                    name: "pre".into(),
-                    base: Some(BaseChain { hook: Hook::Prerouting, priority: -100, chain_type: ChainType::Nat, policy: Policy::Accept, devices: vec![] }),
-                    rules: vec![rule("pre", 1, vec![dport(443)], Verdict::Redirect { port: Some(8443) })],
-                },
-                base("input", Hook::Input, 0, Policy::Accept, vec![rule("input", 1, vec![dport(8443)], Verdict::Drop)]),
-            ])],
+            tables: vec![table(
+                "t",
+                vec![
+                    Chain {
+                        name: "pre".into(),
+                        base: Some(BaseChain {
+                            hook: Hook::Prerouting,
+                            priority: -100,
+                            chain_type: ChainType::Nat,
+                            policy: Policy::Accept,
+                            devices: vec![],
+                        }),
+                        rules: vec![rule(
+                            "pre",
+                            1,
+                            vec![dport(443)],
+                            Verdict::Redirect { port: Some(8443) },
+                        )],
+                    },
+                    base(
+                        "input",
+                        Hook::Input,
+                        0,
+                        Policy::Accept,
+                        vec![rule("input", 1, vec![dport(8443)], Verdict::Drop)],
+                    ),
+                ],
+            )],
             ipsets: vec![],
         };
         let c = verdict(&rs, "173.245.48.1", 443);
         assert_eq!(c.verdict, VerdictKind::Drop);
-        assert_eq!(verdict(&rs, "173.245.48.1", 80).verdict, VerdictKind::Accept);
+        assert_eq!(
+            verdict(&rs, "173.245.48.1", 80).verdict,
+            VerdictKind::Accept
+        );
         let lands = verdict(&rs, "173.245.48.1", 80).lands;
         assert_eq!(lands.map(|l| l.1), Some(80));
     }
@@ -1296,15 +1507,30 @@ mod tests {
             verdict: None,
         };
         let rs = Ruleset {
-            tables: vec![table("t", vec![base("input", Hook::Input, 0, Policy::Accept, vec![rule(
-                "input",
-                1,
-                vec![Match::Set { set: SetRef::Ipset("ban".into()), fields: vec![Field::SrcAddr], negate: false }],
-                Verdict::Drop,
-            )])])],
+            tables: vec![table(
+                "t",
+                vec![base(
+                    "input",
+                    Hook::Input,
+                    0,
+                    Policy::Accept,
+                    vec![rule(
+                        "input",
+                        1,
+                        vec![Match::Set {
+                            set: SetRef::Ipset("ban".into()),
+                            fields: vec![Field::SrcAddr],
+                            negate: false,
+                        }],
+                        Verdict::Drop,
+                    )],
+                )],
+            )],
             ipsets: vec![SetDef {
                 name: "ban".into(),
-                kind: SetKind::Ipset { set_type: "hash:net".into() },
+                kind: SetKind::Ipset {
+                    set_type: "hash:net".into(),
+                },
                 family: Some(Family::V4),
                 elements: vec![el("173.245.48.0/20", false), el("173.245.50.0/24", true)],
                 dynamic: false,
@@ -1312,6 +1538,9 @@ mod tests {
             }],
         };
         assert_eq!(verdict(&rs, "173.245.48.1", 443).verdict, VerdictKind::Drop);
-        assert_eq!(verdict(&rs, "173.245.50.9", 443).verdict, VerdictKind::Accept);
+        assert_eq!(
+            verdict(&rs, "173.245.50.9", 443).verdict,
+            VerdictKind::Accept
+        );
     }
 }

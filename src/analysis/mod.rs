@@ -12,7 +12,7 @@ pub mod eval;
 
 use crate::findings::{Code, Finding, Severity};
 use crate::firewall::addr::{AddrRange, addr_to_int};
-use crate::firewall::{self, Backend, Family, Ruleset, RuleRef, TableFamily};
+use crate::firewall::{self, Backend, Family, RuleRef, Ruleset, TableFamily};
 use crate::ranges::ProviderRanges;
 use crate::snapshot::{Listener, Snapshot};
 use eval::{CondKind, Evaluator, Fate, Outcome, Packet, Step};
@@ -137,10 +137,30 @@ pub fn prepare(snap: &Snapshot) -> Prepared {
     let mut errors = Vec::new();
     let mut owned: BTreeSet<(TableFamily, String)> = BTreeSet::new();
     let ipt = [
-        (&d.iptables_nft_save, Backend::IptablesNft, Family::V4, "iptables-nft-save"),
-        (&d.ip6tables_nft_save, Backend::IptablesNft, Family::V6, "ip6tables-nft-save"),
-        (&d.iptables_legacy_save, Backend::IptablesLegacy, Family::V4, "iptables-legacy-save"),
-        (&d.ip6tables_legacy_save, Backend::IptablesLegacy, Family::V6, "ip6tables-legacy-save"),
+        (
+            &d.iptables_nft_save,
+            Backend::IptablesNft,
+            Family::V4,
+            "iptables-nft-save",
+        ),
+        (
+            &d.ip6tables_nft_save,
+            Backend::IptablesNft,
+            Family::V6,
+            "ip6tables-nft-save",
+        ),
+        (
+            &d.iptables_legacy_save,
+            Backend::IptablesLegacy,
+            Family::V4,
+            "iptables-legacy-save",
+        ),
+        (
+            &d.ip6tables_legacy_save,
+            Backend::IptablesLegacy,
+            Family::V6,
+            "ip6tables-legacy-save",
+        ),
     ];
     for (text, backend, family, name) in ipt {
         let Some(text) = text else { continue };
@@ -177,7 +197,10 @@ pub fn prepare(snap: &Snapshot) -> Prepared {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    Prepared { ruleset: rs, errors }
+    Prepared {
+        ruleset: rs,
+        errors,
+    }
 }
 
 fn is_global(a: &IpAddr) -> bool {
@@ -194,7 +217,11 @@ fn is_global(a: &IpAddr) -> bool {
 pub fn target(snap: &Snapshot, opts: &Options) -> Target {
     let mut notes = Vec::new();
     let mut ifaces: Vec<String> = if opts.ifaces.is_empty() {
-        let mut v: Vec<String> = snap.default_routes.iter().map(|r| r.iface.clone()).collect();
+        let mut v: Vec<String> = snap
+            .default_routes
+            .iter()
+            .map(|r| r.iface.clone())
+            .collect();
         v.dedup();
         v
     } else {
@@ -230,7 +257,11 @@ pub fn target(snap: &Snapshot, opts: &Options) -> Target {
             notes.push(format!(
                 "{f}: not analysed — no global {f} address on {} (Cloudflare cannot reach this \
                  host over {f}); pass --dest to analyse it anyway",
-                if ifaces.is_empty() { "any default-route interface".to_string() } else { ifaces.join(",") }
+                if ifaces.is_empty() {
+                    "any default-route interface".to_string()
+                } else {
+                    ifaces.join(",")
+                }
             ));
         }
     }
@@ -307,7 +338,11 @@ pub fn classify(outcomes: &[Outcome]) -> Classified {
     let relevant: Vec<(CondKind, RuleRef, String)> = by_cond
         .iter()
         .filter(|(_, [f, t])| f != t)
-        .filter_map(|(k, _)| cond_meta.get(k).map(|(kind, r)| (*kind, r.clone(), k.0.clone())))
+        .filter_map(|(k, _)| {
+            cond_meta
+                .get(k)
+                .map(|(kind, r)| (*kind, r.clone(), k.0.clone()))
+        })
         .collect();
     let undecided: Vec<String> = outcomes
         .iter()
@@ -450,7 +485,10 @@ pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) ->
                 if c.verdict == VerdictKind::Accept {
                     let e = classify(&ev.evaluate(&packet(&t, fam, b.start, port, true)));
                     if e.verdict != VerdictKind::Accept {
-                        established_bad.entry((port, e.rule.clone())).or_default().push(b);
+                        established_bad
+                            .entry((port, e.rule.clone()))
+                            .or_default()
+                            .push(b);
                     }
                 }
                 if let Some(l) = c.lands {
@@ -482,7 +520,13 @@ pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) ->
         });
     }
     if let Some(listeners) = &snap.listeners {
-        findings.extend(listener_findings(listeners, &t, &ports, &lands, snap.bindv6only));
+        findings.extend(listener_findings(
+            listeners,
+            &t,
+            &ports,
+            &lands,
+            snap.bindv6only,
+        ));
     }
     findings.extend(housekeeping_findings(snap, prepared, opts));
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(&b.code)));
@@ -571,7 +615,11 @@ pub fn rule_label(r: &RuleRef) -> String {
         b => format!(
             "{}{} {} {} {pos}",
             b,
-            if r.family == TableFamily::Ip6 { " (v6)" } else { "" },
+            if r.family == TableFamily::Ip6 {
+                " (v6)"
+            } else {
+                ""
+            },
             r.table,
             r.chain
         ),
@@ -585,7 +633,11 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     let policy = r.position == 0;
     match r.backend {
         Backend::Nft => {
-            let fam = if sources.iter().any(|s| s.contains(':')) { "ip6" } else { "ip" };
+            let fam = if sources.iter().any(|s| s.contains(':')) {
+                "ip6"
+            } else {
+                "ip"
+            };
             let (verb, at) = match (policy, r.handle) {
                 (false, Some(h)) => ("insert", format!(" position {h}")),
                 (false, None) => ("insert", String::new()),
@@ -607,7 +659,11 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
                 (_, TableFamily::Ip6) => "ip6tables-nft",
                 _ => "iptables-nft",
             };
-            let at = if policy { format!("-A {}", r.chain) } else { format!("-I {} {}", r.chain, r.position) };
+            let at = if policy {
+                format!("-A {}", r.chain)
+            } else {
+                format!("-I {} {}", r.chain, r.position)
+            };
             let dport = if ports.len() == 1 {
                 format!("--dport {}", ports[0])
             } else {
@@ -631,7 +687,9 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
     for r in rows.iter().filter(|r| r.verdict != VerdictKind::Accept) {
         let key = (
             r.verdict,
-            r.rule.as_ref().map(|x| format!("{}|{}|{}", rule_label(x), x.text, x.position)),
+            r.rule
+                .as_ref()
+                .map(|x| format!("{}|{}|{}", rule_label(x), x.text, x.position)),
             r.conditions.clone(),
         );
         let g = groups
@@ -673,9 +731,7 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
                 summarize(&sources),
                 ports_s.join(", "),
             );
-            let fix = rule.as_ref().map(|r| {
-                fix_hint(r, &sources, &ports)
-            });
+            let fix = rule.as_ref().map(|r| fix_hint(r, &sources, &ports));
             out.push(Finding {
                 code,
                 severity: code.default_severity(),
@@ -702,14 +758,17 @@ fn listener_findings(
     for &port in ports {
         for &fam in &t.families {
             // Where accepted packets land: the DNAT/REDIRECT target if any.
-            let (addr, lport, local) = lands
-                .get(&(port, fam))
-                .copied()
-                .unwrap_or((t.dest(fam), port, true));
+            let (addr, lport, local) =
+                lands
+                    .get(&(port, fam))
+                    .copied()
+                    .unwrap_or((t.dest(fam), port, true));
             if !local {
                 continue; // forwarded to another host: its listener is not ours to see
             }
-            let Some(dest) = addr.or(t.dest(fam)) else { continue };
+            let Some(dest) = addr.or(t.dest(fam)) else {
+                continue;
+            };
             let accepts = |l: &Listener| {
                 if l.port != lport {
                     return false;
@@ -742,25 +801,39 @@ fn listener_findings(
             let (code, message, fix) = if on_port.is_empty() {
                 (
                     Code::NoListener,
-                    format!("nothing listens on {fam} port {lport}{redirected} at {dest}: connections are refused → Cloudflare 521"),
-                    format!("start the web server on port {lport} (e.g. nginx `listen {lport};` and `listen [::]:{lport};`)"),
+                    format!(
+                        "nothing listens on {fam} port {lport}{redirected} at {dest}: connections are refused → Cloudflare 521"
+                    ),
+                    format!(
+                        "start the web server on port {lport} (e.g. nginx `listen {lport};` and `listen [::]:{lport};`)"
+                    ),
                 )
             } else if on_port.iter().all(|l| l.address.is_loopback()) {
                 (
                     Code::ListenerLoopbackOnly,
                     format!(
                         "port {lport}{redirected} listens on {} only{}: connections to {dest} are refused → Cloudflare 521",
-                        on_port.iter().map(|l| l.address.to_string()).collect::<Vec<_>>().join(", "),
+                        on_port
+                            .iter()
+                            .map(|l| l.address.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         proc_label(on_port[0])
                     ),
-                    format!("listen on 0.0.0.0:{lport} / [::]:{lport} or on {dest}, not on loopback"),
+                    format!(
+                        "listen on 0.0.0.0:{lport} / [::]:{lport} or on {dest}, not on loopback"
+                    ),
                 )
             } else {
                 (
                     Code::ListenerWrongAddress,
                     format!(
                         "port {lport}{redirected} listens on {} only{}, not on {dest} where Cloudflare connects → Cloudflare 521",
-                        on_port.iter().map(|l| l.address.to_string()).collect::<Vec<_>>().join(", "),
+                        on_port
+                            .iter()
+                            .map(|l| l.address.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         proc_label(on_port[0])
                     ),
                     format!("listen on 0.0.0.0:{lport} / [::]:{lport} or on {dest}"),
@@ -804,7 +877,11 @@ fn housekeeping_findings(snap: &Snapshot, prepared: &Prepared, opts: &Options) -
     for e in &snap.read_errors {
         out.push(simple(
             Code::ReadFailed,
-            if e.firewall { Severity::Unknown } else { Severity::Warning },
+            if e.firewall {
+                Severity::Unknown
+            } else {
+                Severity::Warning
+            },
             format!("could not read {} ({}): {}", e.what, e.source, e.message),
             None,
         ));
@@ -822,7 +899,9 @@ fn housekeeping_findings(snap: &Snapshot, prepared: &Prepared, opts: &Options) -
             pred(t.backend)
                 && t.chains.iter().any(|c| {
                     !c.rules.is_empty()
-                        || c.base.as_ref().is_some_and(|b| b.policy == firewall::Policy::Drop)
+                        || c.base
+                            .as_ref()
+                            .is_some_and(|b| b.policy == firewall::Policy::Drop)
                 })
         })
     };
@@ -840,7 +919,11 @@ fn housekeeping_findings(snap: &Snapshot, prepared: &Prepared, opts: &Options) -
         out.push(simple(
             Code::RangesFallback,
             Code::RangesFallback.default_severity(),
-            format!("Cloudflare ranges: using the {} list ({})", source_name(r), r.problems.join("; ")),
+            format!(
+                "Cloudflare ranges: using the {} list ({})",
+                source_name(r),
+                r.problems.join("; ")
+            ),
             None,
         ));
     }
@@ -850,8 +933,15 @@ fn housekeeping_findings(snap: &Snapshot, prepared: &Prepared, opts: &Options) -
         out.push(simple(
             Code::RangesStale,
             Code::RangesStale.default_severity(),
-            format!("the Cloudflare range list ({}, as of {}) is {age} days old", source_name(r), r.as_of),
-            Some("run without --offline with access to api.cloudflare.com, or pass --ranges-file".into()),
+            format!(
+                "the Cloudflare range list ({}, as of {}) is {age} days old",
+                source_name(r),
+                r.as_of
+            ),
+            Some(
+                "run without --offline with access to api.cloudflare.com, or pass --ranges-file"
+                    .into(),
+            ),
         ));
     }
     out
@@ -920,7 +1010,14 @@ pub fn explain(
     if let Some(o) = main {
         for s in &o.path {
             match s {
-                Step::Chain { backend, family, table, chain, hook, priority } => {
+                Step::Chain {
+                    backend,
+                    family,
+                    table,
+                    chain,
+                    hook,
+                    priority,
+                } => {
                     let c = format!(
                         "{backend} {family} {table} {chain} (hook {}, priority {priority})",
                         format!("{hook:?}").to_lowercase()
@@ -929,7 +1026,11 @@ pub fn explain(
                     chains.push(c);
                 }
                 Step::Rule(r) | Step::Policy(r) => {
-                    let pos = if r.position == 0 { "policy".to_string() } else { format!("#{}", r.position) };
+                    let pos = if r.position == 0 {
+                        "policy".to_string()
+                    } else {
+                        format!("#{}", r.position)
+                    };
                     trace.push(format!("  {pos:<6} [{} {}] {}", r.table, r.chain, r.text));
                     path.push(r.clone());
                 }
@@ -948,7 +1049,8 @@ pub fn explain(
             let fate = match &o.fate {
                 Fate::Local { addr, port } => format!(
                     "accepted, delivered to {}:{port}",
-                    addr.map(|a| a.to_string()).unwrap_or_else(|| "this host".into())
+                    addr.map(|a| a.to_string())
+                        .unwrap_or_else(|| "this host".into())
                 ),
                 Fate::Forwarded { addr, port } => format!(
                     "accepted, forwarded to {}:{port}",
@@ -958,7 +1060,11 @@ pub fn explain(
                 Fate::Rejected(k) => format!("rejected ({k:?})"),
                 Fate::Undecided(w) => format!("undecided: {w}"),
             };
-            let by = o.decided_by.as_ref().map(|r| format!(" by {}", rule_label(r))).unwrap_or_default();
+            let by = o
+                .decided_by
+                .as_ref()
+                .map(|r| format!(" by {}", rule_label(r)))
+                .unwrap_or_default();
             if conds.is_empty() {
                 format!("{fate}{by}")
             } else {
@@ -968,17 +1074,23 @@ pub fn explain(
         .filter(|l| seen.insert(l.clone()))
         .collect();
     let in_range = match fam {
-        Family::V4 => snap.ranges.ipv4.iter().any(|n| n.contains(&match address {
-            IpAddr::V4(a) => a,
-            IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
-        })),
-        Family::V6 => snap.ranges.ipv6.iter().any(|n| n.contains(&match address {
-            IpAddr::V6(a) => a,
-            IpAddr::V4(_) => std::net::Ipv6Addr::UNSPECIFIED,
-        })),
+        Family::V4 => snap.ranges.ipv4.iter().any(|n| {
+            n.contains(&match address {
+                IpAddr::V4(a) => a,
+                IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+            })
+        }),
+        Family::V6 => snap.ranges.ipv6.iter().any(|n| {
+            n.contains(&match address {
+                IpAddr::V6(a) => a,
+                IpAddr::V4(_) => std::net::Ipv6Addr::UNSPECIFIED,
+            })
+        }),
     };
     let lands = c.lands.map(|(addr, p, local)| {
-        let a = addr.map(|a| a.to_string()).unwrap_or_else(|| "this host".into());
+        let a = addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "this host".into());
         if !local {
             return format!("forwarded to {a}:{p}");
         }
@@ -990,7 +1102,9 @@ pub fn explain(
                 });
                 match l {
                     Some(l) => format!("{a}:{p}, listening: {}{}", l.address, proc_label(l)),
-                    None => format!("{a}:{p}, but nothing listens there → connection refused (521)"),
+                    None => {
+                        format!("{a}:{p}, but nothing listens there → connection refused (521)")
+                    }
                 }
             }
         }

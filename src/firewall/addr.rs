@@ -120,7 +120,9 @@ impl AddrRange {
         } else {
             // Dotted mask, e.g. 192.168.122.0/255.255.255.0 (iptables-save prints this form for
             // non-CIDR masks only, but admins' scripts use it too).
-            let m: IpAddr = len.parse().map_err(|_| format!("bad mask {len:?} in {s:?}"))?;
+            let m: IpAddr = len
+                .parse()
+                .map_err(|_| format!("bad mask {len:?} in {s:?}"))?;
             let (mf, mv) = addr_to_int(m);
             if mf != family {
                 return Err(format!("mask family differs from address in {s:?}"));
@@ -133,7 +135,9 @@ impl AddrRange {
                 (family_max(family) >> (b - ones)) << (b - ones)
             };
             if mv != expect {
-                return Err(format!("non-contiguous mask {len:?} in {s:?} is not supported"));
+                return Err(format!(
+                    "non-contiguous mask {len:?} in {s:?} is not supported"
+                ));
             }
             ones
         };
@@ -171,7 +175,12 @@ impl AddrRange {
             if let Ok(n) = IpNet::new(addr, (b - host) as u8) {
                 out.push(n);
             }
-            let block_end = cur | if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+            let block_end = cur
+                | if host >= 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << host) - 1
+                };
             if block_end >= self.end {
                 break;
             }
@@ -230,9 +239,7 @@ impl AddrSet {
         let idx = self
             .ranges
             .partition_point(|r| (r.family, r.end) < (family, v));
-        self.ranges
-            .get(idx)
-            .is_some_and(|r| r.contains(family, v))
+        self.ranges.get(idx).is_some_and(|r| r.contains(family, v))
     }
 
     pub fn families(&self) -> impl Iterator<Item = Family> + '_ {
@@ -273,7 +280,10 @@ mod tests {
     fn cidr_cover_is_minimal_and_exact() {
         let r = AddrRange::parse("10.0.0.1-10.0.0.6").expect("range");
         let c: Vec<String> = r.to_cidrs().iter().map(|n| n.to_string()).collect();
-        assert_eq!(c, ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]);
+        assert_eq!(
+            c,
+            ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
+        );
         let all = AddrRange::all(Family::V4);
         assert_eq!(all.to_cidrs().len(), 1);
         let all6 = AddrRange::all(Family::V6);

@@ -68,7 +68,12 @@ pub fn cloudflare() -> Provider {
 impl Provider {
     /// Every port the provider proxies.
     pub fn proxied_ports(&self) -> Vec<u16> {
-        let mut v: Vec<u16> = self.http_ports.iter().chain(&self.https_ports).copied().collect();
+        let mut v: Vec<u16> = self
+            .http_ports
+            .iter()
+            .chain(&self.https_ports)
+            .copied()
+            .collect();
         v.sort_unstable();
         v
     }
@@ -77,12 +82,19 @@ impl Provider {
 impl ProviderRanges {
     /// Age in whole days at `now`; `as_of` is RFC 3339 or `YYYY-MM-DD`.
     pub fn age_days(&self, now: time::OffsetDateTime) -> Option<i64> {
-        let t = time::OffsetDateTime::parse(&self.as_of, &time::format_description::well_known::Rfc3339)
-            .ok()
-            .or_else(|| {
-                let d = time::Date::parse(&self.as_of, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
-                Some(d.midnight().assume_utc())
-            })?;
+        let t = time::OffsetDateTime::parse(
+            &self.as_of,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()
+        .or_else(|| {
+            let d = time::Date::parse(
+                &self.as_of,
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .ok()?;
+            Some(d.midnight().assume_utc())
+        })?;
         Some((now - t).whole_days())
     }
 }

@@ -2,7 +2,9 @@
 //! the command that fixes it), listeners, then a compact matrix of ranges × ports.
 //! Colour only when asked to (the caller decides: on a TTY, or `--color always`).
 
-use crate::analysis::{Explanation, Report, ReachRow, Status, VerdictKind, rule_label, source_name};
+use crate::analysis::{
+    Explanation, ReachRow, Report, Status, VerdictKind, rule_label, source_name,
+};
 use crate::findings::Severity;
 use crate::firewall::addr::AddrRange;
 use std::fmt::Write;
@@ -11,7 +13,11 @@ struct Paint(bool);
 
 impl Paint {
     fn wrap(&self, code: &str, s: &str) -> String {
-        if self.0 { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
     }
     fn sev(&self, s: Severity) -> String {
         match s {
@@ -41,14 +47,22 @@ pub fn report(r: &Report, color: bool) -> String {
             "every Cloudflare range reaches port{} {}{}",
             if r.ports.len() == 1 { "" } else { "s" },
             join(&r.ports),
-            if r.listeners.is_some() { " and something listens" } else { "" }
+            if r.listeners.is_some() {
+                " and something listens"
+            } else {
+                ""
+            }
         ),
         Some(f) => {
             let more = r.findings.len() - 1;
             format!(
                 "{}{}",
                 f.message,
-                if more > 0 { format!(" (+{more} more)") } else { String::new() }
+                if more > 0 {
+                    format!(" (+{more} more)")
+                } else {
+                    String::new()
+                }
             )
         }
     };
@@ -67,9 +81,17 @@ pub fn report(r: &Report, color: bool) -> String {
     let _ = writeln!(
         o,
         "  audited: TCP to {} on {} via {} · {} rules · ranges: {} {} list as of {} ({} IPv4, {} IPv6)",
-        if dests.is_empty() { "this host".to_string() } else { dests.join(", ") },
+        if dests.is_empty() {
+            "this host".to_string()
+        } else {
+            dests.join(", ")
+        },
         join(&r.ports),
-        if r.target.ifaces.is_empty() { "?".to_string() } else { r.target.ifaces.join(",") },
+        if r.target.ifaces.is_empty() {
+            "?".to_string()
+        } else {
+            r.target.ifaces.join(",")
+        },
         r.rule_count,
         r.ranges.provider,
         source_name(&r.ranges),
@@ -118,7 +140,11 @@ pub fn report(r: &Report, color: bool) -> String {
 }
 
 fn join(ports: &[u16]) -> String {
-    ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Ranges × ports; a range split between verdicts shows the worst with a `*`.
@@ -129,7 +155,12 @@ fn matrix(r: &Report, p: &Paint) -> String {
         .ipv4
         .iter()
         .map(|n| AddrRange::from_net(ipnet::IpNet::V4(*n)))
-        .chain(r.ranges.ipv6.iter().map(|n| AddrRange::from_net(ipnet::IpNet::V6(*n))))
+        .chain(
+            r.ranges
+                .ipv6
+                .iter()
+                .map(|n| AddrRange::from_net(ipnet::IpNet::V6(*n))),
+        )
         .filter(|a| r.target.families.contains(&a.family))
         .collect();
     let rows: Vec<(AddrRange, &ReachRow)> = r
@@ -170,7 +201,10 @@ fn matrix(r: &Report, p: &Paint) -> String {
         o.push('\n');
     }
     if rows.iter().any(|(_, r)| r.verdict != VerdictKind::Accept) {
-        let _ = writeln!(o, "  (* part of the range; `--format json` lists the exact CIDRs)");
+        let _ = writeln!(
+            o,
+            "  (* part of the range; `--format json` lists the exact CIDRs)"
+        );
     }
     o
 }
@@ -198,10 +232,16 @@ pub fn explanation(e: &Explanation, color: bool) -> String {
     let _ = writeln!(
         o,
         "{} {} → port {}: {v}{}",
-        if e.established { "established packet from" } else { "new connection from" },
+        if e.established {
+            "established packet from"
+        } else {
+            "new connection from"
+        },
         e.address,
         e.port,
-        e.cf_error.map(|c| format!(" (Cloudflare {c})")).unwrap_or_default()
+        e.cf_error
+            .map(|c| format!(" (Cloudflare {c})"))
+            .unwrap_or_default()
     );
     if !e.in_provider_range {
         let _ = writeln!(o, "  note: {} is not in the provider's ranges", e.address);
@@ -230,4 +270,3 @@ pub fn explanation(e: &Explanation, color: bool) -> String {
     }
     o
 }
-

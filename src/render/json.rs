@@ -32,7 +32,7 @@
 //! CIDRs per (port, verdict, rule, conditions).
 //!
 //! `explain --format json`: `{ "address", "port", "verdict", "cf_error", "rule", "path": [RULE…],
-//! "established", "chains": [string…], "conditions": [..], "outcomes": [..], "lands", 
+//! "established", "chains": [string…], "conditions": [..], "outcomes": [..], "lands",
 //! "in_provider_range" }` — `path` lists every rule that matched on the decisive path, in order.
 
 use crate::analysis::{Explanation, Report};
