@@ -517,6 +517,7 @@ fn write_cache(path: &Path, file: &CacheFile) -> Result<(), RangesError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap in a test is a failed test
 mod tests {
     use super::*;
 

@@ -334,6 +334,7 @@ pub fn parse_any(origin: &str, text: &str) -> Result<(Lists, Option<String>), Ra
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap in a test is a failed test
 mod tests {
     use super::*;
 
