@@ -67,6 +67,11 @@ struct Server {
 impl Server {
     /// Serve `script` in order, one connection each (`Connection: close`), then stop.
     fn start(script: Vec<Reply>) -> Server {
+        Server::start_with(script, None)
+    }
+
+    /// As [`Server::start`], over TLS when `tls` is given.
+    fn start_with(script: Vec<Reply>, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -78,7 +83,7 @@ impl Server {
             let mut script = script.into_iter();
             let mut next = script.next();
             while next.is_some() && !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let (stream, _) = match listener.accept() {
+                let (tcp, _) = match listener.accept() {
                     Ok(s) => s,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(5));
@@ -86,48 +91,21 @@ impl Server {
                     }
                     Err(e) => panic!("accept: {e}"),
                 };
-                stream.set_nonblocking(false).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let mut headers = Vec::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
+                tcp.set_nonblocking(false).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let served = match &tls {
+                    None => serve_one(tcp, next.as_ref().unwrap()),
+                    Some(cfg) => {
+                        let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                        serve_one(rustls::StreamOwned::new(conn, tcp), next.as_ref().unwrap())
                     }
-                    if let Some((n, v)) = h.trim_end().split_once(':') {
-                        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-                    }
-                }
-                seen2.lock().unwrap().push(Seen { path, headers });
-                let r = next.take().unwrap();
-                next = script.next();
-                let reason = match r.status {
-                    200 => "OK",
-                    304 => "Not Modified",
-                    _ => "Whatever",
                 };
-                let mut out = format!("HTTP/1.1 {} {reason}\r\nConnection: close\r\n", r.status);
-                for (n, v) in &r.headers {
-                    out.push_str(&format!("{n}: {v}\r\n"));
+                // A connection that never got as far as a request (failed TLS handshake) does
+                // not use up a scripted reply.
+                if let Some(s) = served {
+                    seen2.lock().unwrap().push(s);
+                    next = script.next();
                 }
-                if r.status != 304 {
-                    out.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
-                }
-                out.push_str("\r\n");
-                if r.status != 304 {
-                    out.push_str(&r.body);
-                }
-                let mut stream = reader.into_inner();
-                let _ = stream.write_all(out.as_bytes());
-                let _ = stream.flush();
             }
         });
         Server {
@@ -150,6 +128,46 @@ impl Server {
         }
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// Read one request, answer `r`. `None` if no request could be read.
+fn serve_one<S: std::io::Read + Write>(stream: S, r: &Reply) -> Option<Seen> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((n, v)) = h.trim_end().split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let reason = match r.status {
+        200 => "OK",
+        304 => "Not Modified",
+        _ => "Whatever",
+    };
+    let mut out = format!("HTTP/1.1 {} {reason}\r\nConnection: close\r\n", r.status);
+    for (n, v) in &r.headers {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if r.status != 304 {
+        out.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
+    }
+    out.push_str("\r\n");
+    if r.status != 304 {
+        out.push_str(&r.body);
+    }
+    let mut stream = reader.into_inner();
+    let _ = stream.write_all(out.as_bytes());
+    let _ = stream.flush();
+    Some(Seen { path, headers })
 }
 
 /// A loopback address nobody listens on: bind, read the port, close.
@@ -617,5 +635,73 @@ fn ranges_file_text_and_json() {
     assert!(
         !dir.path().join("cloudflare.json").exists(),
         "--ranges-file must not write the cache"
+    );
+}
+
+/// A private CA and a server certificate for `localhost` / 127.0.0.1 signed by it.
+fn private_tls() -> (Arc<rustls::ServerConfig>, reqwest::Certificate) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    (
+        Arc::new(cfg),
+        reqwest::Certificate::from_der(ca_cert.der()).unwrap(),
+    )
+}
+
+#[test]
+fn https_fetch_through_the_production_client_settings() {
+    use origin_audit::ranges::fetch::{client_builder, load_with_client};
+    let (cfg, root) = private_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(vec![good_api()], Some(cfg));
+    let url = format!("https://127.0.0.1:{}/client/v4/ips", server.addr.port());
+    let mut o = opts(dir.path());
+    o.url = Some(url);
+    // Same builder as production, trusting only the private root.
+    let client = client_builder().tls_certs_only([root]).build().unwrap();
+    let r = load_with_client(&cloudflare(), &o, &client).unwrap();
+    let seen = server.finish();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(r.source, RangeSource::Fetched, "{:?}", r.problems);
+    assert_eq!(nets(&r), expected_fetched());
+}
+
+#[test]
+fn https_server_with_an_untrusted_certificate_is_refused() {
+    let (cfg, _root) = private_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(vec![good_api()], Some(cfg));
+    let url = format!("https://127.0.0.1:{}/client/v4/ips", server.addr.port());
+    let mut o = opts(dir.path());
+    o.url = Some(url.clone());
+    // The production client: system trust only, which does not include our private CA.
+    let r = load(&cloudflare(), &o).unwrap();
+    let seen = server.finish();
+    assert_eq!(
+        seen.len(),
+        0,
+        "a request got through an untrusted TLS connection"
+    );
+    assert_eq!(r.source, RangeSource::Bundled);
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert!(r.problems[0].contains(&url), "{}", r.problems[0]);
+    assert!(
+        r.problems[0].to_lowercase().contains("certificate"),
+        "{}",
+        r.problems[0]
     );
 }

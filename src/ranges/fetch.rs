@@ -337,7 +337,10 @@ fn get(client: &Client, url: &str, etag: Option<&str>) -> Result<Response, Range
     if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&entity_tag(e)).ok()) {
         req = req.header(IF_NONE_MATCH, v);
     }
-    let resp = req.send().map_err(|e| http(error_chain(&e)))?;
+    // `without_url`: the URL is already the error's origin; do not repeat it.
+    let resp = req
+        .send()
+        .map_err(|e| http(error_chain(&e.without_url())))?;
     let status = resp.status();
     if status == StatusCode::NOT_MODIFIED {
         return Ok(Response::NotModified);
