@@ -240,23 +240,3 @@ mod tests {
         assert_eq!(at("last tuesday").age_days(now), None);
     }
 }
-
-impl ProviderRanges {
-    /// Age in whole days at `now`; `as_of` is RFC 3339 or `YYYY-MM-DD`.
-    pub fn age_days(&self, now: time::OffsetDateTime) -> Option<i64> {
-        let t = time::OffsetDateTime::parse(
-            &self.as_of,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .ok()
-        .or_else(|| {
-            let d = time::Date::parse(
-                &self.as_of,
-                time::macros::format_description!("[year]-[month]-[day]"),
-            )
-            .ok()?;
-            Some(d.midnight().assume_utc())
-        })?;
-        Some((now - t).whole_days())
-    }
-}
