@@ -167,6 +167,7 @@ fn join(h: Option<thread::JoinHandle<Vec<u8>>>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 mod tests {
     use super::*;
 

@@ -398,6 +398,7 @@ fn cmd_error(what: &str, source: &str, e: &CmdError) -> ReadError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 mod tests {
     use super::*;
     use std::collections::HashMap;

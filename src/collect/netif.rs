@@ -211,6 +211,7 @@ fn parse_bindv6only(s: &str) -> Result<bool, NetifError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 mod tests {
     use super::*;
 

@@ -177,6 +177,7 @@ pub fn attrs(p: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 mod tests {
     use super::*;
 

@@ -143,6 +143,7 @@ fn append(slot: &mut Option<String>, text: String) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 mod tests {
     use super::*;
     use std::io::Write;
@@ -186,7 +187,13 @@ mod tests {
         let bare = w("b", "*filter\nCOMMIT\n");
         let ipset1 = w("s1", "create a hash:ip family inet\n");
         let ipset2 = w("s2", "create b hash:ip family inet\n");
-        let (d, notes) = read_dumps(&[legacy], &[bare.clone()], &[], &[ipset1, ipset2]).unwrap();
+        let (d, notes) = read_dumps(
+            &[legacy],
+            std::slice::from_ref(&bare),
+            &[],
+            &[ipset1, ipset2],
+        )
+        .unwrap();
         assert!(d.iptables_legacy_save.is_some());
         assert_eq!(d.ip6tables_nft_save.as_deref(), Some("*filter\nCOMMIT\n"));
         assert_eq!(
@@ -198,7 +205,7 @@ mod tests {
         assert_eq!(notes[0].source, bare.display().to_string());
 
         let missing = dir.path().join("nope");
-        let e = read_dumps(&[], &[], &[missing.clone()], &[]).unwrap_err();
+        let e = read_dumps(&[], &[], std::slice::from_ref(&missing), &[]).unwrap_err();
         assert!(
             e.to_string().contains(&missing.display().to_string()),
             "{e}"

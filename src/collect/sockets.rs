@@ -349,6 +349,7 @@ pub fn socket_owners(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 mod tests {
     use super::*;
 
