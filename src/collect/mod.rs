@@ -1,11 +1,193 @@
 //! Readers of the host: the only code that runs commands or reads /proc to build a Snapshot.
+//!
+//! Owns: [`snapshot`] (snapshot file, offline dumps, or the live host) and [`read_host`] (the
+//! live part without provider ranges). One file per concern: `cmd` (running tools with a
+//! timeout), `netlink` (bounded dumps), `sockets` (listeners), `netif` (interfaces, routes,
+//! bindv6only), `firewall` (raw rule dumps), `offline` (files given on the command line).
+//! Must not: parse rules or decide anything; every failure becomes a [`ReadError`] in the
+//! snapshot rather than an abort, except unreadable input files the user named.
+
+pub mod cmd;
+pub mod firewall;
+pub mod netif;
+pub mod netlink;
+pub mod offline;
+pub mod sockets;
 
 use crate::cli::InputArgs;
-use crate::snapshot::Snapshot;
+use crate::ranges::ProviderRanges;
+use crate::ranges::fetch::LoadOptions;
+use crate::snapshot::{
+    DefaultRoute, Dumps, Interface, Listener, ReadError, SNAPSHOT_SCHEMA, Snapshot,
+};
+use std::collections::HashMap;
 
 /// Build the snapshot `check`/`explain`/`snapshot` work on: a snapshot file, offline dumps, or
 /// the live host (the network namespace this process runs in).
 pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
-    let _ = input;
-    todo!("collect helper")
+    if let Some(path) = &input.snapshot {
+        if input.has_offline_dumps() {
+            anyhow::bail!(
+                "--snapshot cannot be combined with --iptables-save/--ip6tables-save/--nft-json/--ipset-save"
+            );
+        }
+        // The snapshot carries the ranges it was taken with; they are not re-fetched.
+        return Ok(offline::read_snapshot(path)?);
+    }
+    if input.has_offline_dumps() {
+        let (dumps, read_errors) = offline::read_dumps(
+            &input.iptables_save,
+            &input.ip6tables_save,
+            &input.nft_json,
+            &input.ipset_save,
+        )?;
+        return Ok(Snapshot {
+            schema: SNAPSHOT_SCHEMA.to_string(),
+            taken_at: now_rfc3339(),
+            hostname: None,
+            listeners: None,
+            interfaces: Vec::new(),
+            default_routes: Vec::new(),
+            bindv6only: None,
+            dumps,
+            ranges: load_ranges(input)?,
+            read_errors,
+        });
+    }
+    let host = read_host();
+    Ok(Snapshot {
+        schema: SNAPSHOT_SCHEMA.to_string(),
+        taken_at: now_rfc3339(),
+        hostname: host.hostname,
+        listeners: host.listeners,
+        interfaces: host.interfaces,
+        default_routes: host.default_routes,
+        bindv6only: host.bindv6only,
+        dumps: host.dumps,
+        ranges: load_ranges(input)?,
+        read_errors: host.read_errors,
+    })
+}
+
+/// Provider ranges per the command line. If `ranges::fetch::load` becomes fallible, the only
+/// edit is `Ok(load(..))` → `Ok(load(..)?)` below.
+fn load_ranges(input: &InputArgs) -> anyhow::Result<ProviderRanges> {
+    let opts = LoadOptions {
+        offline: input.offline,
+        file: input.ranges_file.clone(),
+        url: input.ranges_url.clone(),
+        cache_dir: input.cache_dir.clone(),
+    };
+    Ok(crate::ranges::fetch::load(
+        &crate::ranges::cloudflare(),
+        &opts,
+    ))
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        // Formatting the current UTC time as RFC 3339 cannot fail for years 0..=9999.
+        .unwrap_or_default()
+}
+
+/// Everything read from the live host except provider ranges.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    pub hostname: Option<String>,
+    pub listeners: Option<Vec<Listener>>,
+    pub interfaces: Vec<Interface>,
+    pub default_routes: Vec<DefaultRoute>,
+    pub bindv6only: Option<bool>,
+    pub dumps: Dumps,
+    pub read_errors: Vec<ReadError>,
+}
+
+const HOSTNAME_PATH: &str = "/proc/sys/kernel/hostname";
+
+/// Read this host (this network namespace). Never fails: what could not be read is listed in
+/// `read_errors`; only firewall gaps carry `firewall: true`.
+pub fn read_host() -> HostState {
+    let mut read_errors = Vec::new();
+    let hostname = std::fs::read_to_string(HOSTNAME_PATH)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+
+    let mut ifnames = HashMap::new();
+    let interfaces = match netif::read_interfaces() {
+        Ok(v) => v
+            .into_iter()
+            .map(|n| {
+                ifnames.insert(n.index, n.iface.name.clone());
+                n.iface
+            })
+            .collect(),
+        Err(e) => {
+            read_errors.push(ReadError {
+                what: "interfaces and addresses".into(),
+                source: "ip -j addr show".into(),
+                message: e.to_string(),
+                firewall: false,
+            });
+            Vec::new()
+        }
+    };
+    let default_routes = netif::read_default_routes().unwrap_or_else(|e| {
+        read_errors.push(ReadError {
+            what: "default routes".into(),
+            source: "ip -j route show default".into(),
+            message: e.to_string(),
+            firewall: false,
+        });
+        Vec::new()
+    });
+    let bindv6only = netif::read_bindv6only().unwrap_or_else(|e| {
+        read_errors.push(ReadError {
+            what: "net.ipv6.bindv6only".into(),
+            source: netif::BINDV6ONLY_PATH.into(),
+            message: e.to_string(),
+            firewall: false,
+        });
+        None
+    });
+
+    let listeners = match sockets::read_listeners(&ifnames) {
+        Ok(read) => {
+            if let Some(e) = read.netlink_error {
+                read_errors.push(ReadError {
+                    what: "listening sockets (IPV6_V6ONLY, bound interface)".into(),
+                    source: "netlink sock_diag".into(),
+                    message: format!(
+                        "{e}; listeners were read from /proc/net/tcp and /proc/net/tcp6 \
+                         instead, without IPV6_V6ONLY or SO_BINDTODEVICE"
+                    ),
+                    firewall: false,
+                });
+            }
+            Some(read.listeners)
+        }
+        Err(e) => {
+            read_errors.push(ReadError {
+                what: "listening sockets".into(),
+                source: "netlink sock_diag, /proc/net/tcp".into(),
+                message: e.to_string(),
+                firewall: false,
+            });
+            None
+        }
+    };
+
+    let (dumps, fw_errors) = firewall::read_firewall(&firewall::LiveHost);
+    read_errors.extend(fw_errors);
+
+    HostState {
+        hostname,
+        listeners,
+        interfaces,
+        default_routes,
+        bindv6only,
+        dumps,
+        read_errors,
+    }
 }
