@@ -69,8 +69,8 @@ pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
     })
 }
 
-/// Provider ranges per the command line. If `ranges::fetch::load` becomes fallible, the only
-/// edit is `Ok(load(..))` → `Ok(load(..)?)` below.
+/// Provider ranges per the command line. Fails only for an explicit `--ranges-file` that cannot
+/// be read or validated: the admin asked for that list, so it is never silently replaced.
 fn load_ranges(input: &InputArgs) -> anyhow::Result<ProviderRanges> {
     let opts = LoadOptions {
         offline: input.offline,
@@ -81,7 +81,7 @@ fn load_ranges(input: &InputArgs) -> anyhow::Result<ProviderRanges> {
     Ok(crate::ranges::fetch::load(
         &crate::ranges::cloudflare(),
         &opts,
-    ))
+    )?)
 }
 
 fn now_rfc3339() -> String {
