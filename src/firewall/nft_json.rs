@@ -411,7 +411,7 @@ fn priority(p: Option<&Value>, family: &str, loc: &str) -> Result<i32, String> {
                 }
             };
             let off: i32 = off.trim_start_matches('+').parse().map_err(|_| bad())?;
-            Ok(base + off)
+            base.checked_add(off).ok_or_else(bad)
         }
         Some(_) => Err(bad()),
     }
@@ -2950,6 +2950,43 @@ mod tests {
             {"chain":{"family":"ip","table":"t","name":"c","hook":"input","prio":[1]}}]}"#;
         let msg = parse(bad_prio, "dump").expect_err("prio").to_string();
         assert!(msg.contains("chain c") && msg.contains("priority"), "{msg}");
+    }
+
+    #[test]
+    fn damaged_fixtures_never_panic() {
+        // Every prefix cut and a type-mangled copy of each real dump: Ok or Err, never a panic.
+        for text in [
+            FIREWALLD,
+            CROWDSEC,
+            VMAPS,
+            MATCHES,
+            REJECTS,
+            FAMILIES,
+            NAT,
+            IPTABLES_NFT,
+        ] {
+            for cut in (0..text.len()).step_by(97) {
+                if text.is_char_boundary(cut) {
+                    let _ = parse(&text[..cut], "cut");
+                }
+            }
+            for (from, to) in [
+                ("\"prio\": ", "\"prio\": \"x\" , \"y\": "),
+                ("\"right\": ", "\"right\": [[{}]], \"r\": "),
+                ("\"len\": ", "\"len\": 999, \"l\": "),
+                ("\"expr\": [", "\"expr\": [{\"a\":1,\"b\":2}, 7, "),
+            ] {
+                let _ = parse(&text.replace(from, to), "mangled");
+            }
+        }
+        let msg = parse(
+            r#"{"nftables":[{"table":{"family":"ip","name":"t"}},
+            {"chain":{"family":"ip","table":"t","name":"c","hook":"input","prio":"security + 2147483647"}}]}"#,
+            "dump",
+        )
+        .expect_err("priority overflow")
+        .to_string();
+        assert!(msg.contains("priority"), "{msg}");
     }
 
     /// A one-table, one-chain document with the given rule expressions (libnftables-json(5)
