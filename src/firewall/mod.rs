@@ -362,7 +362,11 @@ pub enum KeyValue {
     Int(u64, u64),
     Iface(IfPattern),
     /// ipset `port` dimension: protocol and port range (`tcp:80-90`; tcp when no protocol given).
-    ProtoPort { proto: u8, lo: u16, hi: u16 },
+    ProtoPort {
+        proto: u8,
+        lo: u16,
+        hi: u16,
+    },
     /// Something the model could not interpret (kept as text): lookups hitting it are unknown.
     Unknown(String),
 }
@@ -463,7 +467,10 @@ pub enum Match {
         negate: bool,
     },
     /// multiport `--ports`: the source *or* the destination port is in `ranges`.
-    PortEither { ranges: Vec<(u16, u16)>, negate: bool },
+    PortEither {
+        ranges: Vec<(u16, u16)>,
+        negate: bool,
+    },
     /// `--tcp-flags MASK COMP` / `--syn`; nft `tcp flags & mask == comp`.
     TcpFlags { mask: u8, comp: u8, negate: bool },
     /// `-m state/conntrack --ctstate`, `ct state`.
@@ -491,17 +498,9 @@ pub enum Match {
         limit_iface_in: bool,
     },
     /// `-m mark --mark V/M`, `meta mark and M == V`.
-    Mark {
-        value: u32,
-        mask: u32,
-        negate: bool,
-    },
+    Mark { value: u32, mask: u32, negate: bool },
     /// `-m connmark --mark`, `ct mark`: new connections start at 0.
-    ConnMark {
-        value: u32,
-        mask: u32,
-        negate: bool,
-    },
+    ConnMark { value: u32, mask: u32, negate: bool },
     /// `-m length`, `meta length`: packet length range.
     Length { min: u32, max: u32, negate: bool },
     /// nft `meta nfproto ipv4|ipv6` (in inet tables) or an `ip`/`ip6` payload implying a family.
@@ -513,6 +512,10 @@ pub enum Match {
     /// `-m recent --set` / nft `add @set` in match position, `-m comment`, `counter`: always
     /// true for our packet (side effects only).
     Always { what: String },
+    /// Never true for the analysed packet (a new unicast TCP connection, first fragment):
+    /// iptables `-f`, `-m pkttype --pkt-type broadcast|multicast`, `-m recent ! --set`.
+    /// Exact, so rules that can only hit other traffic raise no "conditional" finding.
+    Never { what: String },
     /// Matches that depend on something the host state cannot tell: MAC of the upstream router,
     /// `-m string`, `-m time`, `owner` (output only), `physdev`, `socket`, `rpfilter`, ...
     /// The analysis forks on it, naming `condition`.
@@ -546,25 +549,39 @@ pub enum Verdict {
     Continue,
     Accept,
     Drop,
-    Reject { with: RejectKind },
+    Reject {
+        with: RejectKind,
+    },
     Return,
-    Jump { chain: String },
-    Goto { chain: String },
+    Jump {
+        chain: String,
+    },
+    Goto {
+        chain: String,
+    },
     /// NFQUEUE / QUEUE: userspace decides.
-    Queue { desc: String },
+    Queue {
+        desc: String,
+    },
     /// DNAT / nft `dnat to`: rewrite destination (address and/or port), ends the nat chain.
     Dnat {
         addr: Option<std::net::IpAddr>,
         port: Option<u16>,
     },
     /// REDIRECT / nft `redirect to :port`: to the host itself, optionally another port.
-    Redirect { port: Option<u16> },
+    Redirect {
+        port: Option<u16>,
+    },
     /// SNAT / MASQUERADE / others ending a nat chain without changing what we analyse.
-    NatOther { desc: String },
+    NatOther {
+        desc: String,
+    },
     /// Verdict map: the verdict depends on a key built from packet fields.
     Map(VerdictMap),
     /// A target the model does not know (kept as text): the analysis reports it as conditional.
-    Unknown { text: String },
+    Unknown {
+        text: String,
+    },
 }
 
 /// Side effects of a rule (non-terminal statements).
