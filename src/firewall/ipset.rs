@@ -406,4 +406,161 @@ mod tests {
             ]
         );
     }
+
+    /// Tests on real `ipset save` dumps (tests/fixtures/ipset; made by
+    /// tests/fixtures/iptables/gen.sh).
+    mod fixtures {
+        use super::*;
+
+        const SETS: &str = include_str!("../../tests/fixtures/ipset/sets.ipset");
+        const FAIL2BAN: &str = include_str!("../../tests/fixtures/ipset/fail2ban.ipset");
+
+        fn set<'a>(sets: &'a [SetDef], name: &str) -> &'a SetDef {
+            sets.iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("no set {name}"))
+        }
+
+        fn set_type(s: &SetDef) -> &str {
+            match &s.kind {
+                SetKind::Ipset { set_type } => set_type,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        #[test]
+        fn sets_dump() {
+            let sets = ok(SETS);
+            let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "allow4",
+                    "cf4",
+                    "cf6",
+                    "blocknet4",
+                    "bans",
+                    "ipportip",
+                    "ipportnet",
+                    "netiface",
+                    "bmip",
+                    "bmipmac",
+                    "webports",
+                    "ipport",
+                    "all4"
+                ]
+            );
+            let allow = set(&sets, "allow4");
+            assert_eq!(set_type(allow), "hash:ip");
+            assert_eq!(allow.family, Some(Family::V4));
+            assert!(!allow.dynamic);
+            assert_eq!(allow.elements.len(), 2);
+            assert_eq!(allow.elements[0].key, [addr("198.51.100.7")]);
+
+            let cf4 = set(&sets, "cf4");
+            assert_eq!(cf4.elements.len(), 3);
+            let nm: Vec<&SetElem> = cf4.elements.iter().filter(|e| e.nomatch).collect();
+            assert_eq!(nm.len(), 1);
+            assert_eq!(nm[0].key, [addr("103.21.244.128/25")]);
+            // the mangled comment ipset saved does not disturb the element
+            assert!(
+                cf4.elements
+                    .iter()
+                    .any(|e| e.key == [addr("173.245.48.0/20")] && !e.nomatch)
+            );
+            assert!(cf4.unparsed.is_empty());
+
+            let cf6 = set(&sets, "cf6");
+            assert_eq!(cf6.family, Some(Family::V6));
+            assert_eq!(cf6.elements[0].key, [addr("2400:cb00::/32")]);
+
+            let bn = set(&sets, "blocknet4");
+            assert_eq!(set_type(bn), "hash:net,port");
+            assert_eq!(bn.elements.len(), 15);
+            assert!(bn.elements.iter().any(|e| e.key
+                == [
+                    addr("203.0.113.0/24"),
+                    KeyValue::ProtoPort {
+                        proto: 6,
+                        lo: 443,
+                        hi: 443
+                    }
+                ]));
+            assert!(bn.elements.iter().any(|e| e.key
+                == [
+                    addr("198.51.100.0/24"),
+                    KeyValue::ProtoPort {
+                        proto: 17,
+                        lo: 53,
+                        hi: 53
+                    }
+                ]));
+            assert_eq!(bn.unparsed, ["192.0.2.64/26,icmp:echo-request"]);
+
+            let bans = set(&sets, "bans");
+            assert!(bans.dynamic);
+            assert_eq!(bans.elements[0].key, [addr("203.0.113.50")]);
+
+            let ipi = set(&sets, "ipportip");
+            assert_eq!(
+                ipi.elements[0].key,
+                [
+                    addr("192.0.2.1"),
+                    KeyValue::ProtoPort {
+                        proto: 6,
+                        lo: 22,
+                        hi: 22
+                    },
+                    addr("198.51.100.1")
+                ]
+            );
+            assert_eq!(
+                set(&sets, "ipportnet").elements[0].key[2],
+                addr("10.0.0.0/8")
+            );
+
+            let ni = set(&sets, "netiface");
+            assert!(ni.elements.iter().any(|e| e.key
+                == [
+                    addr("192.0.2.0/24"),
+                    KeyValue::Iface(IfPattern {
+                        name: "eth0".into(),
+                        prefix: false
+                    })
+                ]));
+            assert!(
+                ni.elements
+                    .iter()
+                    .any(|e| e.key[1] == KeyValue::Unknown("physdev:br0".into()))
+            );
+
+            let bm = set(&sets, "bmip");
+            assert_eq!(bm.family, Some(Family::V4));
+            assert_eq!(bm.elements.len(), 4);
+            assert_eq!(
+                set(&sets, "bmipmac").elements[0].key[1],
+                KeyValue::Unknown("00:11:22:33:44:66".into())
+            );
+            let wp = set(&sets, "webports");
+            assert_eq!(wp.family, None);
+            assert_eq!(wp.elements[1].key, [KeyValue::Int(443, 443)]);
+            assert_eq!(set(&sets, "ipport").elements.len(), 3);
+
+            let list = set(&sets, "all4");
+            assert_eq!(set_type(list), "list:set");
+            assert_eq!(list.elements[0].key, [KeyValue::Unknown("allow4".into())]);
+            assert!(list.unparsed.is_empty());
+        }
+
+        #[test]
+        fn fail2ban_dump() {
+            let sets = ok(FAIL2BAN);
+            assert_eq!(sets.len(), 1);
+            let s = &sets[0];
+            assert_eq!(s.name, "f2b-nginx-http-auth");
+            assert!(s.dynamic, "fail2ban creates its set with timeout");
+            assert_eq!(s.elements.len(), 1);
+            assert_eq!(s.elements[0].key, [addr("198.51.100.23")]);
+        }
+    }
 }

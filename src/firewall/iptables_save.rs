@@ -1840,7 +1840,7 @@ mod tests {
             let input = chain(f, "INPUT").base.clone().expect("base");
             assert_eq!(
                 (input.hook, input.priority),
-                (super::super::super::Hook::Input, 0)
+                (crate::firewall::Hook::Input, 0)
             );
             let raw = chain(table(&ts, "raw"), "PREROUTING")
                 .base
