@@ -512,6 +512,10 @@ pub enum Match {
     /// `-m recent --set` / nft `add @set` in match position, `-m comment`, `counter`: always
     /// true for our packet (side effects only).
     Always { what: String },
+    /// Never true for the analysed packet (a new unicast TCP connection, first fragment):
+    /// iptables `-f`, `-m pkttype --pkt-type broadcast|multicast`, `-m recent ! --set`.
+    /// Exact, so rules that can only hit other traffic raise no "conditional" finding.
+    Never { what: String },
     /// Matches that depend on something the host state cannot tell: MAC of the upstream router,
     /// `-m string`, `-m time`, `owner` (output only), `physdev`, `socket`, `rpfilter`, ...
     /// The analysis forks on it, naming `condition`.
