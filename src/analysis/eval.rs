@@ -771,6 +771,7 @@ impl<'a> Evaluator<'a> {
             Match::Icmp { negate, .. } => b(false, *negate),
             Match::Rate(r) => Tri::Depends(CondKind::Rate, format!("{} {}", r.kind, r.desc)),
             Match::Always { .. } => Tri::Yes,
+            Match::Never { .. } => Tri::No,
             Match::Undecidable { condition, .. } => {
                 Tri::Depends(CondKind::Undecidable, condition.clone())
             }
@@ -1080,7 +1081,7 @@ fn negated(m: &Match) -> bool {
         | Match::Undecidable { negate, .. }
         | Match::Unknown { negate, .. } => *negate,
         // `limit rate over` is encoded in RateLimit::over, not as a negation.
-        Match::Rate(_) | Match::Always { .. } => false,
+        Match::Rate(_) | Match::Always { .. } | Match::Never { .. } => false,
     }
 }
 
