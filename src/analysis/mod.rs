@@ -309,6 +309,12 @@ fn fate_class(f: &Fate) -> u8 {
     }
 }
 
+/// The branch that took the fewest undecidable conditions as holding: the one to quote when all
+/// branches end alike (e.g. a drop by policy rather than by an IPv6-routing-header rule).
+fn plainest<'a>(it: impl Iterator<Item = &'a Outcome>) -> Option<&'a Outcome> {
+    it.min_by_key(|o| o.conds.iter().filter(|c| c.holds).count())
+}
+
 /// Turns the evaluator's outcomes into one verdict: all equal → that verdict; differing only by
 /// rate limits → `rate_limited`; otherwise `conditional`, naming the conditions that decide.
 pub fn classify(outcomes: &[Outcome]) -> Classified {
@@ -318,7 +324,7 @@ pub fn classify(outcomes: &[Outcome]) -> Classified {
         Fate::Forwarded { addr, port } => Some((*addr, *port, false)),
         _ => None,
     });
-    let first_bad = outcomes.iter().find(|o| fate_class(&o.fate) != 0);
+    let first_bad = plainest(outcomes.iter().filter(|o| fate_class(&o.fate) != 0));
     let err_of = |o: &Outcome| match o.fate {
         Fate::Dropped => Some(522),
         Fate::Rejected(_) => Some(521),
@@ -1000,10 +1006,12 @@ pub fn explain(
     let outcomes = ev.evaluate(&packet(&t2, fam, src, port, established));
     let c = classify(&outcomes);
     // The decisive path: the bad branch for non-accept verdicts, else the first.
-    let main = outcomes
-        .iter()
-        .find(|o| c.verdict == VerdictKind::Accept || fate_class(&o.fate) != 0)
-        .or(outcomes.first());
+    let main = plainest(
+        outcomes
+            .iter()
+            .filter(|o| (c.verdict == VerdictKind::Accept) == (fate_class(&o.fate) == 0)),
+    )
+    .or(outcomes.first());
     let mut path = Vec::new();
     let mut chains = Vec::new();
     let mut trace = Vec::new();

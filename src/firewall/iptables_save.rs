@@ -786,10 +786,7 @@ fn undecidable_phrase(name: &str) -> Option<&'static str> {
         "statistic" => "the statistic (random/nth) sampling picks the packet",
         "mac" => "the source MAC address matches",
         "tcpmss" => "the TCP MSS option matches",
-        "frag" => "the IPv6 fragment header matches",
         "ipv6header" => "the IPv6 extension headers match",
-        "rt" => "the IPv6 routing header matches",
-        "hbh" | "dst" => "the IPv6 options header matches",
         "condition" => "the condition variable is set",
         "osf" => "the passive OS fingerprint matches",
         "nfacct" => "the accounting object counts the packet",
@@ -1171,6 +1168,15 @@ fn module(name: &str, opts: &[Opt], ctx: &RuleCtx, out: &mut Vec<Match>) -> Resu
                 )),
             }
         }
+        // ip6t_rt/ip6t_frag/ip6t_hbh: when the packet has no such extension header the match is
+        // false whatever its options (ipv6_find_hdr fails → return false). Cloudflare's TCP SYNs
+        // carry no extension headers, so these rules never apply to them.
+        "rt" | "frag" | "hbh" | "dst" if ctx.family == Family::V6 => out.push(Match::Never {
+            what: format!(
+                "{} (Cloudflare's TCP packets carry no IPv6 extension headers)",
+                module_text(name, opts)
+            ),
+        }),
         _ => match undecidable_phrase(name) {
             Some(phrase) => out.push(undecidable(name, opts, phrase)),
             None => out.push(unknown_module(name, opts)),
