@@ -203,11 +203,18 @@ pub fn prepare(snap: &Snapshot) -> Prepared {
     }
 }
 
+/// Could Cloudflare's packets be addressed to this address? IPv4 private addresses count (the
+/// provider reaches them through 1:1 NAT, as on most clouds); IPv6 unique-local (fc00::/7) and
+/// link-local addresses do not, as IPv6 origins are not NATed.
 fn is_global(a: &IpAddr) -> bool {
     match a {
         IpAddr::V4(v) => !(v.is_loopback() || v.is_link_local() || v.is_unspecified()),
         IpAddr::V6(v) => {
-            !(v.is_loopback() || v.is_unspecified() || (v.segments()[0] & 0xffc0) == 0xfe80)
+            let s0 = v.segments()[0];
+            !(v.is_loopback()
+                || v.is_unspecified()
+                || (s0 & 0xffc0) == 0xfe80
+                || (s0 & 0xfe00) == 0xfc00)
         }
     }
 }

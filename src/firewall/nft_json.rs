@@ -888,9 +888,31 @@ impl RuleCx<'_> {
             "accept" | "drop" | "continue" | "return" | "jump" | "goto" => {
                 self.set_verdict(verdict_value(s))
             }
-            "reject" => self.set_verdict(Verdict::Reject {
-                with: reject_kind(body, self.family),
-            }),
+            "reject" => {
+                // In inet/bridge/netdev tables `reject with icmp …` / `icmpv6 …` carries an
+                // implicit `meta nfproto` dependency that nft adds when loading and hides when
+                // listing (nft(8), REJECT STATEMENT; checked in a namespace: the rule then only
+                // applies to that family).
+                if !matches!(self.family, TableFamily::Ip | TableFamily::Ip6) {
+                    let fam = match body.get("type").and_then(Value::as_str) {
+                        Some("icmp") => Some(Family::V4),
+                        Some("icmpv6") => Some(Family::V6),
+                        _ => None,
+                    };
+                    if let Some(family) = fam {
+                        let m = Match::NfProto {
+                            family,
+                            negate: false,
+                        };
+                        if !self.matches.contains(&m) {
+                            self.matches.push(m);
+                        }
+                    }
+                }
+                self.set_verdict(Verdict::Reject {
+                    with: reject_kind(body, self.family),
+                })
+            }
             "queue" => self.set_verdict(Verdict::Queue {
                 desc: render_stmt(s),
             }),
