@@ -1,0 +1,301 @@
+//! The command line end to end: offline dumps, JSON contract, explain, snapshot round trip,
+//! bad input (clear message, exit 3, no panic), and running without root.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_origin-audit");
+
+fn fixture(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(p)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run origin-audit")
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+fn ufw_args() -> Vec<String> {
+    vec![
+        "--offline".into(),
+        "--iptables-save".into(),
+        fixture("iptables/ufw-v4.nft.rules").display().to_string(),
+        "--ip6tables-save".into(),
+        fixture("iptables/ufw-v6.nft.rules").display().to_string(),
+        "--iface".into(),
+        "eth0".into(),
+        "--dest".into(),
+        "203.0.113.2".into(),
+        "--dest".into(),
+        "2001:db8:1::2".into(),
+    ]
+}
+
+#[test]
+fn check_json_follows_the_contract() {
+    let mut args = vec!["check", "--format", "json"];
+    let u = ufw_args();
+    args.extend(u.iter().map(String::as_str));
+    let o = run(&args);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    assert_eq!(v["schema"], "origin-audit/1");
+    assert_eq!(v["status"], "critical");
+    assert_eq!(v["ranges"]["provider"], "cloudflare");
+    assert_eq!(v["ranges"]["source"], "bundled");
+    assert!(
+        v["ranges"]["ipv4"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
+    assert!(
+        v["listeners"].is_null(),
+        "listeners are unknown for offline dumps"
+    );
+    let rows = v["reachability"].as_array().expect("rows");
+    let keys = |o: &Value| {
+        let mut k: Vec<String> = o.as_object().expect("object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    for r in rows {
+        let k = keys(r);
+        for want in ["cf_error", "port", "rule", "source", "verdict"] {
+            assert!(k.contains(&want.to_string()), "{k:?}");
+        }
+    }
+    let deny = rows
+        .iter()
+        .find(|r| r["port"] == 80 && r["source"] == "173.245.48.0/20")
+        .expect("row for the denied range");
+    assert_eq!(deny["verdict"], "drop");
+    assert_eq!(deny["cf_error"], 522);
+    assert_eq!(
+        keys(&deny["rule"]),
+        [
+            "backend", "chain", "family", "handle", "position", "table", "text"
+        ]
+    );
+    assert_eq!(deny["rule"]["backend"], "iptables-nft");
+    assert_eq!(deny["rule"]["family"], "ip");
+    assert_eq!(deny["rule"]["table"], "filter");
+    assert_eq!(deny["rule"]["chain"], "ufw-user-input");
+    assert_eq!(deny["rule"]["position"], 5);
+    let f = &v["findings"][0];
+    assert_eq!(
+        keys(f),
+        [
+            "cf_error", "code", "fix", "message", "ports", "rules", "severity", "sources"
+        ]
+    );
+    assert_eq!(f["severity"], "critical");
+}
+
+#[test]
+fn explain_names_the_rule_and_the_path() {
+    let mut args = vec!["explain", "173.245.48.9", "80", "--format", "json"];
+    let u = ufw_args();
+    args.extend(u.iter().map(String::as_str));
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(2));
+    let v = json(&o);
+    assert_eq!(v["address"], "173.245.48.9");
+    assert_eq!(v["port"], 80);
+    assert_eq!(v["verdict"], "drop");
+    assert_eq!(v["cf_error"], 522);
+    assert_eq!(
+        v["rule"]["text"],
+        "-A ufw-user-input -s 173.245.48.0/20 -j DROP"
+    );
+    let path = v["path"].as_array().expect("path");
+    assert_eq!(path.last(), Some(&v["rule"]));
+    assert!(
+        path.iter()
+            .any(|r| r["text"] == "-A ufw-before-input -j ufw-user-input"),
+        "{path:?}"
+    );
+    // Human form, established connection: accepted by ufw's conntrack rule.
+    let mut args = vec!["explain", "173.245.48.9", "80", "--established"];
+    args.extend(u.iter().map(String::as_str));
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("ACCEPT"), "{text}");
+    assert!(text.contains("RELATED,ESTABLISHED"), "{text}");
+}
+
+#[test]
+fn snapshot_round_trip_gives_the_same_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("host.json");
+    let u = ufw_args();
+    let mut args = vec!["snapshot", "-o", snap.to_str().expect("utf8")];
+    args.extend(u.iter().map(String::as_str));
+    let o = run(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let mut direct = vec!["check", "--format", "json"];
+    direct.extend(u.iter().map(String::as_str));
+    let a = json(&run(&direct));
+    let b = json(&run(&[
+        "check",
+        "--format",
+        "json",
+        "--snapshot",
+        snap.to_str().expect("utf8"),
+        "--iface",
+        "eth0",
+        "--dest",
+        "203.0.113.2",
+        "--dest",
+        "2001:db8:1::2",
+    ]));
+    assert_eq!(a, b);
+}
+
+#[test]
+fn malformed_dump_is_a_clear_unknown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.rules");
+    std::fs::write(
+        &bad,
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 443 -j\nCOMMIT\n",
+    )
+    .expect("write");
+    let o = run(&[
+        "check",
+        "--offline",
+        "--format",
+        "json",
+        "--iptables-save",
+        bad.to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let v = json(&o);
+    assert_eq!(v["status"], "unknown");
+    let msg = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["code"] == "dump-unparsable")
+        .expect("dump-unparsable")["message"]
+        .as_str()
+        .expect("message")
+        .to_string();
+    assert!(msg.contains("line 3"), "{msg}");
+}
+
+#[test]
+fn bad_inputs_name_what_and_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ranges = dir.path().join("ranges.txt");
+    std::fs::write(&ranges, "173.245.48.0/20\n<html>captive portal</html>\n").expect("write");
+    let o = run(&[
+        "check",
+        "--ranges-file",
+        ranges.to_str().expect("utf8"),
+        "--iptables-save",
+        fixture("iptables/ufw-v4.nft.rules").to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("ranges.txt") && err.contains("line 2"),
+        "{err}"
+    );
+
+    let o = run(&["check", "--snapshot", "/nonexistent/host.json"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/host.json"));
+
+    let o = run(&["check", "--offline", "--ports", "22"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("22 is not a port cloudflare proxies"));
+
+    let garbage = dir.path().join("x.json");
+    std::fs::write(&garbage, "{\"nftables\": [ {\"table\": ").expect("write");
+    let o = run(&[
+        "check",
+        "--offline",
+        "--nft-json",
+        garbage.to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+}
+
+/// Without root the firewall cannot be read: exit 3 with the command named, never a crash or
+/// an "all clear".
+#[test]
+fn without_root_the_verdict_is_unknown() {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let (Some(setpriv), true) = (setpriv, is_root()) else {
+        eprintln!("skipped: needs root and setpriv to drop to nobody");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "check",
+            "--offline",
+            "--format",
+            "json",
+            "--cache-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("setpriv");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    assert_eq!(v["status"], "unknown");
+    let msgs: Vec<String> = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["code"] == "read-failed")
+        .map(|f| f["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(msgs.iter().any(|m| m.contains("needs root")), "{msgs:?}");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
