@@ -89,17 +89,37 @@ fn size(n: &IpNet) -> u128 {
     1u128.checked_shl(host_bits).unwrap_or(u128::MAX)
 }
 
-/// Whether the (non-overlapping) expectations cover all of `row`.
-fn covered(row: &IpNet, exps: &[&Expect]) -> bool {
-    if exps.iter().any(|e| e.cidr.contains(row)) {
-        return true;
-    }
-    let inside: u128 = exps
+/// The expectations that decide the addresses of `row` on its port, and whether some part of
+/// it falls to the port's default. Expectations nest (most specific wins): the base is the most
+/// specific one containing the whole row; inner ones lie strictly inside the row.
+fn deciding<'a>(sc: &'a Scenario, row: &IpNet, port: u16) -> (Vec<&'a Expect>, bool) {
+    let mine: Vec<&Expect> = sc.expects.iter().filter(|e| e.port == port).collect();
+    let base = mine
         .iter()
-        .filter(|e| row.contains(&e.cidr))
+        .filter(|e| e.cidr.contains(row))
+        .max_by_key(|e| e.cidr.prefix_len())
+        .copied();
+    let inner: Vec<&Expect> = mine
+        .iter()
+        .filter(|e| row.contains(&e.cidr) && e.cidr != *row)
+        .copied()
+        .collect();
+    // Outermost inner ones do not overlap each other: their sizes add up.
+    let inner_size: u128 = inner
+        .iter()
+        .filter(|e| !inner.iter().any(|o| o.cidr != e.cidr && o.cidr.contains(&e.cidr)))
         .map(|e| size(&e.cidr))
         .fold(0u128, u128::saturating_add);
-    inside >= size(row)
+    let rest_visible = inner_size < size(row);
+    let mut out = inner;
+    let mut default_part = false;
+    if rest_visible {
+        match base {
+            Some(b) => out.push(b),
+            None => default_part = true,
+        }
+    }
+    (out, default_part)
 }
 
 fn rule_matches(want: &RuleExpect, got: &Value) -> bool {
@@ -201,13 +221,9 @@ fn check_report(
             fails.push(format!("check: row for unaudited port {}", row.port));
             continue;
         }
-        let exps: Vec<&Expect> = sc
-            .expects
-            .iter()
-            .filter(|e| e.port == row.port && overlaps(&e.cidr, &row.source))
-            .collect();
+        let (exps, default_part) = deciding(sc, &row.source, row.port);
         let mut want: BTreeSet<Verdict> = exps.iter().map(|e| e.verdict).collect();
-        if !covered(&row.source, &exps) {
+        if default_part {
             want.insert(sc.default_for(row.port));
         }
         let got = Verdict::parse(&row.verdict);

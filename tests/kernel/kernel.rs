@@ -45,7 +45,12 @@ const CLOUDFLARE: &[&str] = &[
 const CONTROLS: &[&str] = &["198.51.100.7", "2001:db8:ffff::7"];
 const CONTROL_BLOCKS: &[&str] = &["198.51.100.0/24", "2001:db8:ffff::/48"];
 
-pub const CONNECT_TIMEOUT_MS: u64 = 1000;
+/// Longer than TCP's initial RTO (1 s, RFC 6298): over a veth the ICMP error answering the
+/// first SYN arrives while connect() still holds the socket lock, so the kernel keeps it only as
+/// a soft error (nstat TcpExtLockDroppedIcmps) — IPv6 always, IPv4 for blocking connects — and
+/// only the retransmitted SYN, ~1 s later, gets the hard ECONNREFUSED/EHOSTUNREACH. With a 1 s
+/// timeout every ICMP reject would look like a drop.
+pub const CONNECT_TIMEOUT_MS: u64 = 1500;
 pub const BURST: usize = 30;
 const PROBE_THREADS: usize = 16;
 
@@ -137,23 +142,19 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
     let mut sources: Vec<(IpAddr, Option<u16>)> = vec![];
     let mut blocks: BTreeSet<IpNet> = BTreeSet::new();
     let mut bursts: Vec<(IpAddr, u16)> = vec![];
-    let add_block = |net: IpNet, addrs: &[IpAddr], blocks: &mut BTreeSet<IpNet>| {
-        // A huge block (say 0.0.0.0/0) as a local route would swallow the origin itself.
-        let too_big = match net {
+    for e in &sc.expects {
+        // A catch-all such as 0.0.0.0/0 is probed through the controls and the unmentioned
+        // range instead: its first and last addresses are no sources, and a `local` route for
+        // it would swallow the origin itself.
+        let huge = match e.cidr {
             IpNet::V4(n) => n.prefix_len() < 8,
             IpNet::V6(n) => n.prefix_len() < 16,
         };
-        if too_big {
-            for a in addrs {
-                blocks.insert(IpNet::from(*a));
-            }
-        } else {
-            blocks.insert(net);
+        if huge {
+            continue;
         }
-    };
-    for e in &sc.expects {
         let addrs = first_mid_last(e.cidr);
-        add_block(e.cidr, &addrs, &mut blocks);
+        blocks.insert(e.cidr);
         if e.verdict == Verdict::RateLimited {
             bursts.push((addrs[0], e.port));
         } else {
@@ -165,7 +166,7 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
     for (c, b) in CONTROLS.iter().zip(CONTROL_BLOCKS) {
         if let Ok(a) = c.parse::<IpAddr>() {
             sources.push((a, None));
-            add_block(parse_net(b), &[a], &mut blocks);
+            blocks.insert(parse_net(b));
         }
     }
     // One Cloudflare range per family that no expectation touches: the "everything else" rows.
@@ -175,13 +176,13 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
                 && !sc
                     .expects
                     .iter()
-                    .any(|e| e.cidr.contains(n) || n.contains(&e.cidr))
+                    .any(|e| e.cidr.prefix_len() >= 8 && (e.cidr.contains(n) || n.contains(&e.cidr)))
         });
         if let Some(n) = pick {
             let fml = first_mid_last(n);
             let mid = fml[fml.len() / 2];
             sources.push((mid, None));
-            add_block(n, &[mid], &mut blocks);
+            blocks.insert(n);
         }
     }
     let mut probes = vec![];
@@ -344,4 +345,35 @@ pub fn check(sc: &Scenario, probes: &[Probe]) -> Vec<String> {
         }
     }
     fails
+}
+
+/// Wait until the link carries both families end to end (neighbour discovery done): the very
+/// first SYN over a fresh veth can be lost, and its retransmission comes only after our connect
+/// timeout — it would look like a drop. Runs before any ruleset is loaded, to a port nothing
+/// listens on, so "refused" means the path works.
+pub fn wait_link(lab: &Lab, exe: &str) -> Result<(), String> {
+    let input = format!(
+        "0 {} {ORIGIN_V4} 9\n1 {} {ORIGIN_V6} 9\n",
+        netns::CLIENT_V4,
+        netns::CLIENT_V6
+    );
+    let mut last = String::new();
+    for _ in 0..10 {
+        let mut cmd = lab.in_client(exe);
+        cmd.arg(crate::ROLE_ARG).args(["probe", "1000", "2"]);
+        let out = netns::run(&mut cmd, Some(&input), Duration::from_secs(10))?;
+        let refused = out
+            .stdout
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("refused"))
+            .count();
+        if refused == 2 {
+            return Ok(());
+        }
+        last = out.stdout;
+    }
+    Err(format!(
+        "the veth link did not come up in 10 tries: {}",
+        last.trim()
+    ))
 }

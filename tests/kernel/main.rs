@@ -255,6 +255,9 @@ fn run_scenario(n: usize, sc: &Scenario, exe: &str, kernel_only: bool) -> Vec<St
         Ok(l) => l,
         Err(e) => return vec![format!("lab setup: {e}")],
     };
+    if let Err(e) = kernel::wait_link(&lab, exe) {
+        return vec![format!("lab setup: {e}")];
+    }
     if let Err(e) = lab.start_listeners(sc, exe) {
         return vec![format!("listeners: {e}")];
     }

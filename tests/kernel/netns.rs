@@ -312,10 +312,14 @@ impl Lab {
         ip(&["-n", c, "link", "set", "peer0", "up"])?;
         ip(&["-n", o, "route", "add", "default", "via", CLIENT_V4])?;
         ip(&["-n", o, "-6", "route", "add", "default", "via", CLIENT_V6])?;
+        // Extra "LAN" interfaces: a veth pair inside the origin (the `dummy` link type is not
+        // built into every kernel this runs on).
         for (i, d) in sc.dummies.iter().enumerate() {
-            ip(&["-n", o, "link", "add", d, "type", "dummy"])?;
+            let peer = format!("oapeer{i}");
+            ip(&["-n", o, "link", "add", d, "type", "veth", "peer", "name", &peer])?;
             let a = format!("192.168.{}.1/24", 100 + i);
             ip(&["-n", o, "addr", "add", &a, "dev", d])?;
+            ip(&["-n", o, "link", "set", &peer, "up"])?;
             ip(&["-n", o, "link", "set", d, "up"])?;
         }
         for b in client_blocks {

@@ -189,7 +189,7 @@ pub struct Scenario {
     pub ports: Vec<u16>,
     pub listeners: BTreeMap<u16, ListenMode>,
     pub rulesets: Vec<Ruleset>,
-    /// Per-CIDR expectations (never overlapping for one port).
+    /// Per-CIDR expectations; where they nest, the most specific one wins.
     pub expects: Vec<Expect>,
     /// Verdict for everything no expectation covers, per port.
     pub defaults: BTreeMap<u16, Verdict>,
@@ -212,12 +212,14 @@ impl Scenario {
         self.listeners.get(&port).copied().unwrap_or(ListenMode::All)
     }
 
-    /// The expectation covering `addr` on `port` (if any) and the verdict it gives.
+    /// The most specific expectation covering `addr` on `port` (if any) and the verdict it
+    /// gives.
     pub fn expected(&self, port: u16, addr: IpAddr) -> (Verdict, Option<&Expect>) {
         match self
             .expects
             .iter()
-            .find(|e| e.port == port && e.cidr.contains(&addr))
+            .filter(|e| e.port == port && e.cidr.contains(&addr))
+            .max_by_key(|e| e.cidr.prefix_len())
         {
             Some(e) => (e.verdict, Some(e)),
             None => (self.default_for(port), None),
@@ -346,13 +348,13 @@ fn parse(name: &str, text: &str) -> Result<Scenario, String> {
     for (n, l) in expect_lines {
         parse_expect_line(&mut sc, n, &l)?;
     }
-    // Overlapping expectations for one port would make "the" expected verdict ambiguous.
+    // Nested expectations are fine (the most specific wins); the same CIDR twice is ambiguous.
     for (i, a) in sc.expects.iter().enumerate() {
         for b in &sc.expects[i + 1..] {
-            if a.port == b.port && (a.cidr.contains(&b.cidr) || b.cidr.contains(&a.cidr)) {
+            if a.port == b.port && a.cidr == b.cidr {
                 return Err(format!(
-                    "lines {} and {}: expectations overlap on port {}",
-                    a.line, b.line, a.port
+                    "lines {} and {}: {} on port {} twice",
+                    a.line, b.line, a.cidr, a.port
                 ));
             }
         }
