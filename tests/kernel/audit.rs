@@ -107,7 +107,11 @@ fn deciding<'a>(sc: &'a Scenario, row: &IpNet, port: u16) -> (Vec<&'a Expect>, b
     // Outermost inner ones do not overlap each other: their sizes add up.
     let inner_size: u128 = inner
         .iter()
-        .filter(|e| !inner.iter().any(|o| o.cidr != e.cidr && o.cidr.contains(&e.cidr)))
+        .filter(|e| {
+            !inner
+                .iter()
+                .any(|o| o.cidr != e.cidr && o.cidr.contains(&e.cidr))
+        })
         .map(|e| size(&e.cidr))
         .fold(0u128, u128::saturating_add);
     let rest_visible = inner_size < size(row);
@@ -342,11 +346,7 @@ fn check_findings(sc: &Scenario, report: &Value, fails: &mut Vec<String>) {
         if hit != fe.present {
             fails.push(format!(
                 "findings: {} `{}`{} (line {}) — report has: {}",
-                if fe.present {
-                    "missing"
-                } else {
-                    "unexpected"
-                },
+                if fe.present { "missing" } else { "unexpected" },
                 fe.code,
                 fe.port.map(|p| format!(" port={p}")).unwrap_or_default(),
                 fe.line,
@@ -390,9 +390,7 @@ fn check_listeners(sc: &Scenario, report: &Value, fails: &mut Vec<String>) {
         let ok = match sc.listen_mode(p) {
             ListenMode::All => has(p, "0.0.0.0") && has(p, "::"),
             ListenMode::Loopback => has(p, "127.0.0.1") && !has(p, "0.0.0.0"),
-            ListenMode::None => !ls
-                .iter()
-                .any(|l| l["port"].as_u64() == Some(u64::from(p))),
+            ListenMode::None => !ls.iter().any(|l| l["port"].as_u64() == Some(u64::from(p))),
         };
         if !ok {
             fails.push(format!(
@@ -451,7 +449,10 @@ fn check_explain(sc: &Scenario, lab: &Lab, bin: &str, probes: &[Probe], fails: &
             })
             .collect();
         hs.into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|_| vec!["explain thread panicked".into()]))
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec!["explain thread panicked".into()])
+            })
             .collect()
     });
     fails.extend(results);
@@ -463,11 +464,7 @@ fn check_snapshot(sc: &Scenario, lab: &Lab, bin: &str, live: &Value, fails: &mut
     let out = match netns::run(&mut cmd, None, RUN_LIMIT) {
         Ok(o) if o.ok() => o,
         Ok(o) => {
-            fails.push(format!(
-                "snapshot: exit {:?}: {}",
-                o.code,
-                o.stderr.trim()
-            ));
+            fails.push(format!("snapshot: exit {:?}: {}", o.code, o.stderr.trim()));
             return;
         }
         Err(e) => {
@@ -483,15 +480,21 @@ fn check_snapshot(sc: &Scenario, lab: &Lab, bin: &str, live: &Value, fails: &mut
         }
     };
     if let Err(e) = std::fs::write(file.path(), &out.stdout) {
-        fails.push(format!("snapshot: cannot write {}: {e}", file.path().display()));
+        fails.push(format!(
+            "snapshot: cannot write {}: {e}",
+            file.path().display()
+        ));
         return;
     }
     // Outside the namespace: the snapshot alone must give the same answer.
     let mut cmd = Command::new(bin);
-    cmd.arg("check")
-        .arg("--snapshot")
-        .arg(file.path())
-        .args(["--format", "json", "--offline", "--ports", &ports_arg(sc)]);
+    cmd.arg("check").arg("--snapshot").arg(file.path()).args([
+        "--format",
+        "json",
+        "--offline",
+        "--ports",
+        &ports_arg(sc),
+    ]);
     let offline = match run_json(&mut cmd, "check --snapshot (root namespace)") {
         Ok((_, v)) => v,
         Err(e) => {

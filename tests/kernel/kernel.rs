@@ -134,7 +134,8 @@ fn first_mid_last(net: IpNet) -> Vec<IpAddr> {
 
 fn parse_net(s: &str) -> IpNet {
     // The constants above are valid CIDRs; a typo there is a harness bug worth a loud stop.
-    s.parse().unwrap_or_else(|e| panic!("bad constant {s}: {e}"))
+    s.parse()
+        .unwrap_or_else(|e| panic!("bad constant {s}: {e}"))
 }
 
 /// Probes to run and the client's source blocks (AnyIP `local` routes) they need.
@@ -173,10 +174,9 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
     for v6 in [false, true] {
         let pick = CLOUDFLARE.iter().map(|s| parse_net(s)).find(|n| {
             matches!(n, IpNet::V6(_)) == v6
-                && !sc
-                    .expects
-                    .iter()
-                    .any(|e| e.cidr.prefix_len() >= 8 && (e.cidr.contains(n) || n.contains(&e.cidr)))
+                && !sc.expects.iter().any(|e| {
+                    e.cidr.prefix_len() >= 8 && (e.cidr.contains(n) || n.contains(&e.cidr))
+                })
         });
         if let Some(n) = pick {
             let fml = first_mid_last(n);
@@ -254,7 +254,11 @@ fn run_batch(
     let mut input = String::new();
     for &i in which {
         let p = &probes[i];
-        let dst = if p.src.is_ipv6() { ORIGIN_V6 } else { ORIGIN_V4 };
+        let dst = if p.src.is_ipv6() {
+            ORIGIN_V6
+        } else {
+            ORIGIN_V4
+        };
         for _ in 0..repeat {
             input.push_str(&format!("{i} {} {dst} {}\n", p.src, p.port));
         }

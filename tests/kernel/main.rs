@@ -95,14 +95,13 @@ struct Outcome {
 fn run(filters: &[&String]) -> Result<(), String> {
     let start = Instant::now();
     if !is_root() {
-        return Err("not root: the kernel suite needs root (network namespaces, firewall \
+        return Err(
+            "not root: the kernel suite needs root (network namespaces, firewall \
                     tools). It was NOT run."
-            .into());
+                .into(),
+        );
     }
-    let missing: Vec<&str> = ["ip", "nft"]
-        .into_iter()
-        .filter(|t| !in_path(t))
-        .collect();
+    let missing: Vec<&str> = ["ip", "nft"].into_iter().filter(|t| !in_path(t)).collect();
     if !missing.is_empty() {
         return Err(format!(
             "missing tools {missing:?}: the kernel suite was NOT run"
@@ -205,7 +204,10 @@ fn run(filters: &[&String]) -> Result<(), String> {
     for w in workers {
         let _ = w.join();
     }
-    let mut results = results.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+    let mut results = results
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
     results.append(&mut failures_total);
     results.sort_by(|a, b| a.name.cmp(&b.name));
     let failed: Vec<&Outcome> = results.iter().filter(|r| !r.failures.is_empty()).collect();

@@ -148,8 +148,18 @@ pub fn run(cmd: &mut Command, stdin: Option<&str>, timeout: Duration) -> Result<
             s
         })
     };
-    let out_t = reader(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let err_t = reader(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let out_t = reader(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err_t = reader(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -316,7 +326,9 @@ impl Lab {
         // built into every kernel this runs on).
         for (i, d) in sc.dummies.iter().enumerate() {
             let peer = format!("oapeer{i}");
-            ip(&["-n", o, "link", "add", d, "type", "veth", "peer", "name", &peer])?;
+            ip(&[
+                "-n", o, "link", "add", d, "type", "veth", "peer", "name", &peer,
+            ])?;
             let a = format!("192.168.{}.1/24", 100 + i);
             ip(&["-n", o, "addr", "add", &a, "dev", d])?;
             ip(&["-n", o, "link", "set", &peer, "up"])?;
@@ -324,7 +336,11 @@ impl Lab {
         }
         for b in client_blocks {
             let s = b.to_string();
-            let fam = if matches!(b, IpNet::V6(_)) { "-6" } else { "-4" };
+            let fam = if matches!(b, IpNet::V6(_)) {
+                "-6"
+            } else {
+                "-4"
+            };
             ip(&["-n", c, fam, "route", "add", "local", &s, "dev", "lo"])?;
         }
         Ok(lab)

@@ -142,10 +142,10 @@ fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> String {
         Err(e) => {
             // Linux errno values (errno(3)); ICMP port-unreachable also surfaces as ECONNREFUSED.
             let word = match e.raw_os_error() {
-                Some(111) => "refused",              // ECONNREFUSED
+                Some(111) => "refused",                 // ECONNREFUSED
                 Some(113) | Some(101) => "unreachable", // EHOSTUNREACH, ENETUNREACH
-                Some(13) | Some(1) => "unreachable", // EACCES, EPERM (admin prohibited)
-                Some(110) => "timeout",              // ETIMEDOUT
+                Some(13) | Some(1) => "unreachable",    // EACCES, EPERM (admin prohibited)
+                Some(110) => "timeout",                 // ETIMEDOUT
                 _ if e.kind() == std::io::ErrorKind::TimedOut => "timeout",
                 _ => return format!("error connect:{}", e.to_string().replace(' ', "_")),
             };

@@ -209,7 +209,10 @@ impl Scenario {
     }
 
     pub fn listen_mode(&self, port: u16) -> ListenMode {
-        self.listeners.get(&port).copied().unwrap_or(ListenMode::All)
+        self.listeners
+            .get(&port)
+            .copied()
+            .unwrap_or(ListenMode::All)
     }
 
     /// The most specific expectation covering `addr` on `port` (if any) and the verdict it
