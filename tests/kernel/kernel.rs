@@ -140,7 +140,8 @@ fn parse_net(s: &str) -> IpNet {
 
 /// Probes to run and the client's source blocks (AnyIP `local` routes) they need.
 pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
-    let mut sources: Vec<(IpAddr, Option<u16>)> = vec![];
+    // Every source is probed on every audited port: "only that range, only that port".
+    let mut sources: Vec<IpAddr> = vec![];
     let mut blocks: BTreeSet<IpNet> = BTreeSet::new();
     let mut bursts: Vec<(IpAddr, u16)> = vec![];
     for e in &sc.expects {
@@ -156,17 +157,11 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
         }
         let addrs = first_mid_last(e.cidr);
         blocks.insert(e.cidr);
-        if e.verdict == Verdict::RateLimited {
-            bursts.push((addrs[0], e.port));
-        } else {
-            for a in addrs {
-                sources.push((a, Some(e.port)));
-            }
-        }
+        sources.extend(addrs);
     }
     for (c, b) in CONTROLS.iter().zip(CONTROL_BLOCKS) {
         if let Ok(a) = c.parse::<IpAddr>() {
-            sources.push((a, None));
+            sources.push(a);
             blocks.insert(parse_net(b));
         }
     }
@@ -181,20 +176,19 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
         if let Some(n) = pick {
             let fml = first_mid_last(n);
             let mid = fml[fml.len() / 2];
-            sources.push((mid, None));
+            sources.push(mid);
             blocks.insert(n);
         }
     }
     let mut probes = vec![];
-    for (src, port) in sources {
-        let ports: Vec<u16> = match port {
-            Some(p) => vec![p],
-            None => sc.ports.clone(),
-        };
-        for port in ports {
+    for src in sources {
+        for &port in &sc.ports {
             let (expected, e) = sc.expected(port, src);
             if expected == Verdict::RateLimited {
-                if !bursts.contains(&(src, port)) {
+                // One burst per limited CIDR, from its first address: bursts from several
+                // addresses would share the rule's tokens and starve each other.
+                let first = e.is_none_or(|e| e.cidr.network() == src);
+                if first && !bursts.contains(&(src, port)) {
                     bursts.push((src, port));
                 }
                 continue;

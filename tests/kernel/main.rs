@@ -10,7 +10,8 @@
 //! (NAME = substring of a scenario file name). Needs root, `ip` and `nft`; without them it says
 //! why and fails — a skipped kernel suite must never look green. `OA_KERNEL_ONLY=1` (development
 //! only, never in CI) skips step c. `OA_KERNEL_JOBS` (default 3) scenarios run at once;
-//! `OA_KERNEL_WATCHDOG_S` (default 600) bounds the whole run.
+//! `OA_KERNEL_WATCHDOG_S` (default 600) bounds the whole run; `OA_KERNEL_VERBOSE=1` prints
+//! every probe and what the kernel did.
 //!
 //! Must not: touch the root namespace's firewall, or leave namespaces or processes behind.
 
@@ -68,9 +69,8 @@ fn is_root() -> bool {
 
 fn in_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p)
-            .chain(["/usr/sbin".into(), "/sbin".into()])
-            .any(|d| d.join(tool).is_file())
+        // Same lookup as `Command::new(tool)`: PATH only.
+        std::env::split_paths(&p).any(|d| d.join(tool).is_file())
     })
 }
 
@@ -268,6 +268,22 @@ fn run_scenario(n: usize, sc: &Scenario, exe: &str, kernel_only: bool) -> Vec<St
     }
     if let Err(e) = kernel::run_probes(&lab, exe, &mut probes) {
         return vec![format!("probing: {e}")];
+    }
+    if std::env::var("OA_KERNEL_VERBOSE").is_ok_and(|v| v == "1") {
+        let lines: Vec<String> = probes
+            .iter()
+            .map(|p| {
+                format!(
+                    "    {} port {} from {}: expected {}, kernel: {}",
+                    sc.name,
+                    p.port,
+                    p.src,
+                    p.expected,
+                    p.kernel_summary()
+                )
+            })
+            .collect();
+        eprintln!("{}", lines.join("\n"));
     }
     let mut fails = kernel::check(sc, &probes);
     if !fails.is_empty() {
