@@ -234,6 +234,45 @@ impl AddrSet {
         AddrSet { ranges: vec![r] }
     }
 
+    /// `addr/mask` with a non-contiguous dotted mask (iptables accepts `10.0.0.0/255.0.255.0`):
+    /// the addresses `a` with `a & mask == addr & mask`, as ranges. Each zero bit of the mask
+    /// above its lowest one doubles the number of ranges; past `max_ranges` this returns `None`
+    /// and the caller keeps the match as unknown rather than guess.
+    pub fn masked(addr: IpAddr, mask: IpAddr, max_ranges: usize) -> Option<Self> {
+        let (family, a) = addr_to_int(addr);
+        let (mf, m) = addr_to_int(mask);
+        if mf != family {
+            return None;
+        }
+        let width = bits(family);
+        let low = m.trailing_zeros().min(width);
+        let block = if low >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << low) - 1
+        };
+        let free: Vec<u32> = (low..width).filter(|b| m & (1u128 << b) == 0).collect();
+        if free.len() >= 64 || (1usize << free.len()) > max_ranges {
+            return None;
+        }
+        let net = a & m;
+        let ranges = (0u64..(1u64 << free.len()))
+            .map(|combo| {
+                let start = free
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| combo & (1 << i) != 0)
+                    .fold(net, |acc, (_, b)| acc | (1u128 << b));
+                AddrRange {
+                    family,
+                    start,
+                    end: start | block,
+                }
+            })
+            .collect();
+        Some(AddrSet::new(ranges))
+    }
+
     /// Binary search: O(log n) membership, so a 100k-element set costs nothing per block.
     pub fn contains(&self, family: Family, v: u128) -> bool {
         let idx = self
@@ -290,6 +329,20 @@ mod tests {
         assert_eq!(all6.to_cidrs()[0].to_string(), "::/0");
         let top = AddrRange::parse("255.255.255.254/31").expect("top");
         assert_eq!(top.to_cidrs().len(), 1);
+    }
+
+    #[test]
+    fn non_contiguous_masks_expand_exactly() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let s = AddrSet::masked(ip("173.245.48.0"), ip("255.255.255.253"), 4096).expect("small");
+        assert_eq!(s.to_string(), "173.245.48.0/32,173.245.48.2/32");
+        let s = AddrSet::masked(ip("10.0.5.0"), ip("255.0.255.0"), 4096).expect("256 ranges");
+        assert_eq!(s.ranges.len(), 256);
+        let (f, v) = addr_to_int(ip("10.77.5.9"));
+        assert!(s.contains(f, v));
+        let (f, v) = addr_to_int(ip("10.77.6.9"));
+        assert!(!s.contains(f, v));
+        assert!(AddrSet::masked(ip("10.0.0.0"), ip("255.0.0.255"), 4096).is_none());
     }
 
     #[test]

@@ -597,13 +597,22 @@ fn bang(neg: bool) -> &'static str {
     if neg { "! " } else { "" }
 }
 
-/// `a[,b…]` of addresses, prefixes or dotted masks. `None` for a non-contiguous dotted mask,
-/// which iptables accepts but a range cannot express.
+/// `a[,b…]` of addresses, prefixes or dotted masks. A non-contiguous dotted mask (which
+/// iptables accepts) is expanded into the ranges it matches; `None` when that expansion would
+/// exceed 4096 ranges, which the caller keeps as unknown.
 fn parse_addr_list(s: &str, family: Family) -> Result<Option<AddrSet>, String> {
     let mut ranges = Vec::new();
     for part in s.split(',') {
         if is_noncontiguous_mask(part) {
-            return Ok(None);
+            let masked = part.split_once('/').and_then(|(a, m)| {
+                let (a, m) = (a.parse::<IpAddr>().ok()?, m.parse::<IpAddr>().ok()?);
+                AddrSet::masked(a, m, 4096)
+            });
+            match masked {
+                Some(set) if set.families().all(|f| f == family) => ranges.extend(set.ranges),
+                _ => return Ok(None),
+            }
+            continue;
         }
         ranges.push(parse_addr(part, family)?);
     }
@@ -1598,10 +1607,21 @@ mod tests {
     }
 
     #[test]
-    fn non_contiguous_mask_is_kept_as_unknown() {
+    fn non_contiguous_mask_is_expanded_exactly_or_kept_as_unknown() {
+        // 192.168.0.0/255.255.0.255: 192.168.X.0 for every X — 256 single addresses.
         let r = one_rule("-A INPUT -s 192.168.0.0/255.255.0.255 -j ACCEPT");
+        let Match::Addr { set, .. } = &r.matches[0] else {
+            panic!("{:?}", r.matches)
+        };
+        assert_eq!(set.ranges.len(), 256);
         assert!(
-            matches!(&r.matches[0], Match::Unknown { text, .. } if text.contains("255.255.0.255"))
+            set.to_string()
+                .starts_with("192.168.0.0/32,192.168.1.0/32,")
+        );
+        // 2^16 ranges is past the cap: unknown, never a guess.
+        let r = one_rule("-A INPUT -s 10.0.0.0/255.0.0.255 -j ACCEPT");
+        assert!(
+            matches!(&r.matches[0], Match::Unknown { text, .. } if text.contains("255.0.0.255"))
         );
     }
 
@@ -2610,10 +2630,8 @@ mod tests {
                     }
                 }
                 let expected: &[&str] = if name.starts_with("server-v4") {
-                    // deliberate: a module the model does not know, a mask no range can hold,
-                    // and a DNAT to a port range
+                    // deliberate: a module the model does not know and a DNAT to a port range
                     &[
-                        "-s 192.168.0.0/255.255.0.255 (non-contiguous mask)",
                         "-m esp --espspi 500",
                         "-j DNAT --to-destination 10.0.0.6:9000-9010",
                     ]

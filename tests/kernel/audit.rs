@@ -460,7 +460,7 @@ fn check_explain(sc: &Scenario, lab: &Lab, bin: &str, probes: &[Probe], fails: &
 
 fn check_snapshot(sc: &Scenario, lab: &Lab, bin: &str, live: &Value, fails: &mut Vec<String>) {
     let mut cmd = lab.in_origin(bin);
-    cmd.arg("snapshot");
+    cmd.args(["snapshot", "--offline"]);
     let out = match netns::run(&mut cmd, None, RUN_LIMIT) {
         Ok(o) if o.ok() => o,
         Ok(o) => {
