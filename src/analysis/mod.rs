@@ -769,6 +769,9 @@ fn listener_findings(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     for &port in ports {
+        // One finding per port: the most specific problem of any family, naming each family.
+        let mut problems: Vec<(Code, String)> = Vec::new();
+        let mut lport_seen = port;
         for &fam in &t.families {
             // Where accepted packets land: the DNAT/REDIRECT target if any.
             let (addr, lport, local) =
@@ -782,6 +785,7 @@ fn listener_findings(
             let Some(dest) = addr.or(t.dest(fam)) else {
                 continue;
             };
+            lport_seen = lport;
             let accepts = |l: &Listener| {
                 if l.port != lport {
                     return false;
@@ -806,63 +810,78 @@ fn listener_findings(
                 .iter()
                 .filter(|l| l.port == lport && addr_to_int(l.address).0 == fam)
                 .collect();
-            let redirected = if lport != port {
-                format!(" (redirected from {port})")
-            } else {
-                String::new()
-            };
-            let (code, message, fix) = if on_port.is_empty() {
+            let addrs = on_port
+                .iter()
+                .map(|l| l.address.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let who = on_port.first().map(|l| proc_label(l)).unwrap_or_default();
+            problems.push(if on_port.is_empty() {
                 (
                     Code::NoListener,
-                    format!(
-                        "nothing listens on {fam} port {lport}{redirected} at {dest}: connections are refused → Cloudflare 521"
-                    ),
-                    format!(
-                        "start the web server on port {lport} (e.g. nginx `listen {lport};` and `listen [::]:{lport};`)"
-                    ),
+                    format!("{fam}: nothing listens for {dest}"),
                 )
             } else if on_port.iter().all(|l| l.address.is_loopback()) {
                 (
                     Code::ListenerLoopbackOnly,
-                    format!(
-                        "port {lport}{redirected} listens on {} only{}: connections to {dest} are refused → Cloudflare 521",
-                        on_port
-                            .iter()
-                            .map(|l| l.address.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        proc_label(on_port[0])
-                    ),
-                    format!(
-                        "listen on 0.0.0.0:{lport} / [::]:{lport} or on {dest}, not on loopback"
-                    ),
+                    format!("{fam}: only {addrs}{who}, not {dest}"),
                 )
             } else {
                 (
                     Code::ListenerWrongAddress,
-                    format!(
-                        "port {lport}{redirected} listens on {} only{}, not on {dest} where Cloudflare connects → Cloudflare 521",
-                        on_port
-                            .iter()
-                            .map(|l| l.address.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        proc_label(on_port[0])
-                    ),
-                    format!("listen on 0.0.0.0:{lport} / [::]:{lport} or on {dest}"),
+                    format!("{fam}: only {addrs}{who}, not {dest}"),
                 )
-            };
-            out.push(Finding {
-                code,
-                severity: code.default_severity(),
-                message,
-                ports: vec![port],
-                sources: Vec::new(),
-                cf_error: code.cf_error(),
-                rules: Vec::new(),
-                fix: Some(fix),
             });
         }
+        let Some(code) = problems.iter().map(|(c, _)| *c).max_by_key(|c| match c {
+            Code::ListenerLoopbackOnly => 2,
+            Code::ListenerWrongAddress => 1,
+            _ => 0,
+        }) else {
+            continue;
+        };
+        let redirected = if lport_seen != port {
+            format!(" (redirected to {lport_seen})")
+        } else {
+            String::new()
+        };
+        let details = problems
+            .iter()
+            .map(|(_, d)| d.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let (what, fix) = match code {
+            Code::NoListener => (
+                "nothing listens",
+                format!(
+                    "start the web server on port {lport_seen} (e.g. nginx `listen {lport_seen};` and `listen [::]:{lport_seen};`)"
+                ),
+            ),
+            Code::ListenerLoopbackOnly => (
+                "listens on loopback only",
+                format!(
+                    "listen on 0.0.0.0:{lport_seen} and [::]:{lport_seen} (or the public address), not on 127.0.0.1/::1"
+                ),
+            ),
+            _ => (
+                "listens on another address",
+                format!(
+                    "listen on 0.0.0.0:{lport_seen} and [::]:{lport_seen}, or on the address Cloudflare connects to"
+                ),
+            ),
+        };
+        out.push(Finding {
+            code,
+            severity: code.default_severity(),
+            message: format!(
+                "port {port}{redirected} {what} ({details}): connections are refused → Cloudflare 521"
+            ),
+            ports: vec![port],
+            sources: Vec::new(),
+            cf_error: code.cf_error(),
+            rules: Vec::new(),
+            fix: Some(fix),
+        });
     }
     out
 }
