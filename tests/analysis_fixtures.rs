@@ -1,6 +1,8 @@
 //! The analysis on real dumps (tests/fixtures, each produced by the real tools — see their
 //! headers): verdicts, the rule quoted, findings. No root needed: dumps in, report out.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use origin_audit::analysis::{self, Options, Report, VerdictKind};
 use origin_audit::findings::Code;
 use origin_audit::firewall::addr::AddrRange;

@@ -1,6 +1,8 @@
 //! The command line end to end: offline dumps, JSON contract, explain, snapshot round trip,
 //! bad input (clear message, exit 3, no panic), and running without root.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};

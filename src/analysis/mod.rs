@@ -695,8 +695,8 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
     // Group by (verdict, rule, conditions); within a group, by the source set, so one finding
     // says "rule X drops A, B on ports 80, 443" when it treats ports alike.
     type Key = (VerdictKind, Option<String>, Vec<String>);
-    let mut groups: BTreeMap<Key, (Option<RuleRef>, Option<u16>, BTreeMap<u16, Vec<String>>)> =
-        BTreeMap::new();
+    type Group = (Option<RuleRef>, Option<u16>, BTreeMap<u16, Vec<String>>);
+    let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.verdict != VerdictKind::Accept) {
         let key = (
             r.verdict,
