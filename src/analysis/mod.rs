@@ -819,7 +819,7 @@ fn listener_findings(
             problems.push(if on_port.is_empty() {
                 (
                     Code::NoListener,
-                    format!("{fam}: nothing listens for {dest}"),
+                    format!("{fam}: nothing listens on {dest}"),
                 )
             } else if on_port.iter().all(|l| l.address.is_loopback()) {
                 (
@@ -850,31 +850,22 @@ fn listener_findings(
             .map(|(_, d)| d.as_str())
             .collect::<Vec<_>>()
             .join("; ");
-        let (what, fix) = match code {
-            Code::NoListener => (
-                "nothing listens",
-                format!(
-                    "start the web server on port {lport_seen} (e.g. nginx `listen {lport_seen};` and `listen [::]:{lport_seen};`)"
-                ),
+        let fix = match code {
+            Code::NoListener => format!(
+                "start the web server on port {lport_seen} (e.g. nginx `listen {lport_seen};` and `listen [::]:{lport_seen};`)"
             ),
-            Code::ListenerLoopbackOnly => (
-                "listens on loopback only",
-                format!(
-                    "listen on 0.0.0.0:{lport_seen} and [::]:{lport_seen} (or the public address), not on 127.0.0.1/::1"
-                ),
+            Code::ListenerLoopbackOnly => format!(
+                "listen on 0.0.0.0:{lport_seen} and [::]:{lport_seen} (or the public address), not on 127.0.0.1/::1"
             ),
-            _ => (
-                "listens on another address",
-                format!(
-                    "listen on 0.0.0.0:{lport_seen} and [::]:{lport_seen}, or on the address Cloudflare connects to"
-                ),
+            _ => format!(
+                "listen on 0.0.0.0:{lport_seen} and [::]:{lport_seen}, or on the address Cloudflare connects to"
             ),
         };
         out.push(Finding {
             code,
             severity: code.default_severity(),
             message: format!(
-                "port {port}{redirected} {what} ({details}): connections are refused → Cloudflare 521"
+                "port {port}{redirected}: {details} → connections refused, Cloudflare 521"
             ),
             ports: vec![port],
             sources: Vec::new(),
