@@ -735,9 +735,11 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
                 VerdictKind::RateLimited => "rate-limited".to_string(),
                 _ => format!("conditional on {}", conditions.join("; ")),
             };
-            let effect = match cf_error {
-                Some(e) => format!(" → Cloudflare {e}"),
-                None => String::new(),
+            let effect = match (cf_error, verdict) {
+                (Some(e), VerdictKind::RateLimited) => format!(" → Cloudflare {e} above the limit"),
+                (Some(e), VerdictKind::Conditional) => format!(" → Cloudflare {e} when it blocks"),
+                (Some(e), _) => format!(" → Cloudflare {e}"),
+                (None, _) => String::new(),
             };
             let message = format!(
                 "Cloudflare {} on port {} {what}{by}{effect}",
@@ -786,24 +788,7 @@ fn listener_findings(
                 continue;
             };
             lport_seen = lport;
-            let accepts = |l: &Listener| {
-                if l.port != lport {
-                    return false;
-                }
-                if l.address == dest {
-                    return true;
-                }
-                match (l.address, fam) {
-                    (IpAddr::V4(a), Family::V4) => a.is_unspecified(),
-                    (IpAddr::V6(a), Family::V6) => a.is_unspecified(),
-                    // A [::] socket without IPV6_V6ONLY takes IPv4 too (ipv6(7) bindv6only).
-                    (IpAddr::V6(a), Family::V4) => {
-                        a.is_unspecified() && !l.v6only.or(bindv6only).unwrap_or(false)
-                    }
-                    _ => false,
-                }
-            };
-            if listeners.iter().any(accepts) {
+            if listener_for(listeners, dest, lport, bindv6only).is_some() {
                 continue;
             }
             let on_port: Vec<&Listener> = listeners
@@ -875,6 +860,29 @@ fn listener_findings(
         });
     }
     out
+}
+
+/// The socket that takes a connection to `dest:port`, if any: bound to that address or to the
+/// wildcard of its family; a `[::]` socket without IPV6_V6ONLY takes IPv4 too (ipv6(7),
+/// `bindv6only`).
+fn listener_for(
+    listeners: &[Listener],
+    dest: IpAddr,
+    port: u16,
+    bindv6only: Option<bool>,
+) -> Option<&Listener> {
+    listeners.iter().find(|l| {
+        l.port == port
+            && (l.address == dest
+                || match (l.address, dest) {
+                    (IpAddr::V4(a), IpAddr::V4(_)) => a.is_unspecified(),
+                    (IpAddr::V6(a), IpAddr::V6(_)) => a.is_unspecified(),
+                    (IpAddr::V6(a), IpAddr::V4(_)) => {
+                        a.is_unspecified() && !l.v6only.or(bindv6only).unwrap_or(false)
+                    }
+                    _ => false,
+                })
+    })
 }
 
 fn proc_label(l: &Listener) -> String {
@@ -1122,13 +1130,23 @@ pub fn explain(
         match &snap.listeners {
             None => format!("{a}:{p} (listeners unknown)"),
             Some(ls) => {
-                let l = ls.iter().find(|l| {
-                    l.port == p && (l.address.is_unspecified() || Some(l.address) == addr)
-                });
-                match l {
+                let dest = addr.or(t.dest(fam));
+                match dest.and_then(|d| listener_for(ls, d, p, snap.bindv6only)) {
                     Some(l) => format!("{a}:{p}, listening: {}{}", l.address, proc_label(l)),
                     None => {
-                        format!("{a}:{p}, but nothing listens there → connection refused (521)")
+                        let others: Vec<String> = ls
+                            .iter()
+                            .filter(|l| l.port == p)
+                            .map(|l| l.address.to_string())
+                            .collect();
+                        let only = if others.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (only on {})", others.join(", "))
+                        };
+                        format!(
+                            "{a}:{p}, but nothing listens there{only} → connection refused (521)"
+                        )
                     }
                 }
             }
