@@ -114,6 +114,8 @@ impl Status {
 pub struct Report {
     pub status: Status,
     pub ranges: ProviderRanges,
+    /// Age of the range list in whole days at analysis time.
+    pub ranges_age_days: Option<i64>,
     pub target: Target,
     pub ports: Vec<u16>,
     /// `None` when listeners are unknown (offline dumps).
@@ -556,6 +558,7 @@ pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) ->
     Report {
         status,
         ranges: snap.ranges.clone(),
+        ranges_age_days: snap.ranges.age_days(opts.now),
         target: t,
         ports,
         listeners: snap.listeners.clone(),

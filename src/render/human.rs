@@ -80,7 +80,7 @@ pub fn report(r: &Report, color: bool) -> String {
         .collect();
     let _ = writeln!(
         o,
-        "  audited: TCP to {} on {} via {} · {} rules · ranges: {} {} list as of {} ({} IPv4, {} IPv6)",
+        "  audited: TCP to {} on {} via {} · {} rules · ranges: {} {} list as of {}{} ({} IPv4, {} IPv6)",
         if dests.is_empty() {
             "this host".to_string()
         } else {
@@ -96,6 +96,9 @@ pub fn report(r: &Report, color: bool) -> String {
         r.ranges.provider,
         source_name(&r.ranges),
         r.ranges.as_of,
+        r.ranges_age_days
+            .map(|d| format!(", {d} days old"))
+            .unwrap_or_default(),
         r.ranges.ipv4.len(),
         r.ranges.ipv6.len(),
     );

@@ -8,7 +8,8 @@
 //!   "schema": "origin-audit/1",
 //!   "status": "ok" | "warning" | "critical" | "unknown",
 //!   "ranges": { "provider": "cloudflare", "source": "fetched|cache|bundled|file",
-//!               "as_of": "<RFC 3339 or YYYY-MM-DD>", "ipv4": [CIDR…], "ipv6": [CIDR…] },
+//!               "as_of": "<RFC 3339 or YYYY-MM-DD>", "age_days": n|null,
+//!               "ipv4": [CIDR…], "ipv6": [CIDR…] },
 //!   "listeners": [ { "address": "0.0.0.0", "port": 443, "process": "nginx"|null, "pid": 812|null } ],
 //!                                                   // null when unknown (offline dumps)
 //!   "reachability": [ { "port": 443, "source": "173.245.48.0/20",
@@ -53,6 +54,7 @@ pub fn report(r: &Report) -> Value {
             "provider": r.ranges.provider,
             "source": r.ranges.source,
             "as_of": r.ranges.as_of,
+            "age_days": r.ranges_age_days,
             "ipv4": r.ranges.ipv4,
             "ipv6": r.ranges.ipv6,
         },
