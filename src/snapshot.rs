@@ -55,6 +55,10 @@ pub struct Dumps {
     /// `nft -j list ruleset` (several documents allowed: one per `--nft-json`).
     #[serde(default)]
     pub nft_json: Vec<String>,
+    /// `nft list ruleset` (text), read only when ingress chains exist: nft 1.0.x's JSON omits
+    /// the devices those chains are attached to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nft_text: Option<String>,
 }
 
 impl Dumps {

@@ -361,16 +361,40 @@ impl<'a> Evaluator<'a> {
             if !b.table.family.sees(fam) {
                 continue;
             }
+            // An ingress chain sees only packets of its devices. nft 1.0.6's JSON does not print
+            // the device (checked here: `nft -j list ruleset` omits `dev`), and the input
+            // interface may be unknown offline: then whether it applies is a named condition,
+            // never "it does not apply".
+            let mut device_unknown = false;
             if hook == Hook::Ingress {
                 let on_dev = states.first().and_then(|s| s.pkt.iif.clone());
-                if b.devices.is_empty() || !b.devices.iter().any(|d| Some(d) == on_dev.as_ref()) {
-                    continue;
+                match (&on_dev, b.devices.is_empty()) {
+                    (Some(d), false) if !b.devices.contains(d) => continue,
+                    (Some(_), false) => {}
+                    _ => device_unknown = true,
                 }
             }
             let mut next = Vec::new();
             for st in states {
                 let mut st = st;
                 st.hook = hook;
+                if device_unknown {
+                    let mut r = policy_ref(b);
+                    r.text = format!("netdev ingress chain {} (device not known)", b.chain.name);
+                    let cond = |holds| Cond {
+                        kind: CondKind::Undecidable,
+                        desc: format!(
+                            "ingress chain {} {} is attached to the public interface",
+                            b.table.name, b.chain.name
+                        ),
+                        holds,
+                        rule: r.clone(),
+                    };
+                    let mut skipped = st.clone();
+                    skipped.conds.push(cond(false));
+                    next.push(skipped);
+                    st.conds.push(cond(true));
+                }
                 if hook == Hook::Prerouting && b.priority > -200 {
                     st = with_conntrack(st);
                 }
@@ -1542,6 +1566,45 @@ mod tests {
         assert_eq!(
             verdict(&rs, "173.245.50.9", 443).verdict,
             VerdictKind::Accept
+        );
+    }
+
+    #[test]
+    fn ingress_chains_apply_to_their_device_and_unknown_devices_are_conditional() {
+        let ingress = |devices: Vec<String>| Ruleset {
+            tables: vec![Table {
+                backend: Backend::Nft,
+                family: TableFamily::Netdev,
+                name: "nd".into(),
+                chains: vec![Chain {
+                    name: "ing".into(),
+                    base: Some(BaseChain {
+                        hook: Hook::Ingress,
+                        priority: -500,
+                        chain_type: ChainType::Filter,
+                        policy: Policy::Accept,
+                        devices,
+                    }),
+                    rules: vec![rule("ing", 1, vec![src("173.245.48.0/20")], Verdict::Drop)],
+                }],
+                sets: vec![],
+            }],
+            ipsets: vec![],
+        };
+        let on = ingress(vec!["eth0".into()]);
+        assert_eq!(verdict(&on, "173.245.48.1", 443).verdict, VerdictKind::Drop);
+        let other = ingress(vec!["eth1".into()]);
+        assert_eq!(
+            verdict(&other, "173.245.48.1", 443).verdict,
+            VerdictKind::Accept
+        );
+        let unknown = ingress(vec![]);
+        let c = verdict(&unknown, "173.245.48.1", 443);
+        assert_eq!(c.verdict, VerdictKind::Conditional);
+        assert!(
+            c.conditions[0].contains("ingress chain nd ing"),
+            "{:?}",
+            c.conditions
         );
     }
 }

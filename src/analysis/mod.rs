@@ -193,6 +193,22 @@ pub fn prepare(snap: &Snapshot) -> Prepared {
             Err(e) => errors.push(e.to_string()),
         }
     }
+    if let Some(text) = &d.nft_text {
+        for (fam, table, chain, devices) in firewall::nft_text::ingress_devices(text) {
+            let base = rs
+                .tables
+                .iter_mut()
+                .filter(|t| t.backend == Backend::Nft && t.family == fam && t.name == table)
+                .flat_map(|t| t.chains.iter_mut())
+                .filter(|c| c.name == chain)
+                .filter_map(|c| c.base.as_mut());
+            for b in base {
+                if b.devices.is_empty() {
+                    b.devices = devices.clone();
+                }
+            }
+        }
+    }
     if let Some(text) = &d.ipset_save {
         match firewall::ipset::parse(text, "ipset save") {
             Ok(sets) => rs.ipsets = sets,

@@ -56,6 +56,16 @@ pub fn read_firewall(host: &dyn Host) -> (Dumps, Vec<ReadError>) {
     let nft_missing = match host.run("nft", &["-j", "list", "ruleset"]) {
         Ok(out) => {
             if nft_json_has_content(&out.stdout) {
+                // nft 1.0.x's JSON omits the device of ingress chains; its text listing has it
+                // (`hook ingress device "eth0"`), so read that too when ingress chains exist.
+                if out.stdout.contains("\"ingress\"") {
+                    match host.run("nft", &["list", "ruleset"]) {
+                        Ok(text) => dumps.nft_text = Some(text.stdout),
+                        Err(e) => {
+                            errors.push(cmd_error("nft ingress devices", "nft list ruleset", &e))
+                        }
+                    }
+                }
                 dumps.nft_json.push(out.stdout);
             }
             false
