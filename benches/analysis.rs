@@ -4,37 +4,9 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use origin_audit::analysis::{self, Options};
-use origin_audit::ranges::{ProviderRanges, RangeSource};
 use origin_audit::snapshot::{DefaultRoute, Dumps, IfAddr, Interface, SNAPSHOT_SCHEMA, Snapshot};
 use std::fmt::Write;
 use std::hint::black_box;
-
-const CF_V4: &[&str] = &[
-    "173.245.48.0/20",
-    "103.21.244.0/22",
-    "103.22.200.0/22",
-    "103.31.4.0/22",
-    "141.101.64.0/18",
-    "108.162.192.0/18",
-    "190.93.240.0/20",
-    "188.114.96.0/20",
-    "197.234.240.0/22",
-    "198.41.128.0/17",
-    "162.158.0.0/15",
-    "104.16.0.0/13",
-    "104.24.0.0/14",
-    "172.64.0.0/13",
-    "131.0.72.0/22",
-];
-const CF_V6: &[&str] = &[
-    "2400:cb00::/32",
-    "2606:4700::/32",
-    "2803:f800::/32",
-    "2405:b500::/32",
-    "2405:8100::/32",
-    "2a06:98c0::/29",
-    "2c0f:f248::/32",
-];
 
 /// 10k rules: 100 user chains of 99 rules each, jumped to by port, plus CF-range drops on an
 /// unusual port so blocks get split.
@@ -115,15 +87,9 @@ fn snapshot(ipt: String, ipset: Option<String>) -> Snapshot {
             ipset_save: ipset,
             ..Default::default()
         },
-        ranges: ProviderRanges {
-            provider: "cloudflare".into(),
-            source: RangeSource::Bundled,
-            as_of: "2026-11-26".into(),
-            ipv4: CF_V4.iter().map(|s| s.parse().expect("v4")).collect(),
-            ipv6: CF_V6.iter().map(|s| s.parse().expect("v6")).collect(),
-            etag: None,
-            problems: vec![],
-        },
+        ranges: origin_audit::ranges::cloudflare()
+            .bundled_ranges()
+            .expect("bundled ranges"),
         read_errors: vec![],
     }
 }

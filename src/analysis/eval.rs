@@ -892,27 +892,23 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// Looks the packet up in a verdict map: the matching element's verdict, or continue.
+    /// Looks the packet up in a verdict map: the matching element's verdict, or continue. A map
+    /// that is missing or an element that cannot be compared gives an unknown verdict, which
+    /// `apply_verdict` forks on (never "continue").
     fn lookup_vmap(
         &self,
         table: &Table,
-        rule: &Rule,
+        _rule: &Rule,
         vm: &crate::firewall::VerdictMap,
         s: St,
     ) -> Vec<(St, Option<Verdict>)> {
+        let unknown = |text: String| Some(Verdict::Unknown { text });
         let elems: &[SetElem] = match self.resolve_set(table, &vm.map) {
             Some(SetView::Def(d)) => &d.elements,
             Some(SetView::Elems(e)) => e,
             None => {
                 let d = format!("verdict map {} is not in the dump", set_name(&vm.map));
-                let mut s = s;
-                s.conds.push(Cond {
-                    kind: CondKind::Unknown,
-                    desc: d.clone(),
-                    holds: true,
-                    rule: rule.source.clone(),
-                });
-                return vec![(s, Some(Verdict::Unknown { text: d }))];
+                return vec![(s, unknown(d))];
             }
         };
         let mut best: Option<(u128, &SetElem)> = None;
@@ -920,14 +916,7 @@ impl<'a> Evaluator<'a> {
             match elem_matches(e, &vm.fields, &s) {
                 ElemMatch::Yes(w) if best.is_none_or(|(bw, _)| w < bw) => best = Some((w, e)),
                 ElemMatch::Unknown(d) => {
-                    let mut s = s;
-                    s.conds.push(Cond {
-                        kind: CondKind::Unknown,
-                        desc: d.clone(),
-                        holds: true,
-                        rule: rule.source.clone(),
-                    });
-                    return vec![(s, Some(Verdict::Unknown { text: d }))];
+                    return vec![(s, unknown(format!("verdict map lookup: {d}")))];
                 }
                 _ => {}
             }
