@@ -479,7 +479,7 @@ impl<'a> Evaluator<'a> {
                 apply_effects(&mut s, &rule.effects);
                 let verdict = match &rule.verdict {
                     Verdict::Map(vm) => {
-                        for (s2, v) in self.lookup_vmap(table, rule, vm, s) {
+                        for (s2, v) in self.lookup_vmap(table, vm, s) {
                             self.apply_verdict(
                                 table,
                                 rule,
@@ -898,7 +898,6 @@ impl<'a> Evaluator<'a> {
     fn lookup_vmap(
         &self,
         table: &Table,
-        _rule: &Rule,
         vm: &crate::firewall::VerdictMap,
         s: St,
     ) -> Vec<(St, Option<Verdict>)> {
