@@ -426,6 +426,7 @@ pub fn check(sc: &Scenario, lab: &Lab, bin: &str, probes: &[Probe], chk: &Check)
     check_report(sc, probes, chk.code, &chk.report, &mut j.fails);
     let snap = check_snapshot(sc, lab, bin, &chk.report, &mut j.fails);
     compare_probes(
+        sc,
         lab,
         bin,
         probes,
@@ -836,6 +837,7 @@ fn said(v: &Value) -> String {
 /// Every probe against the row covering its address; the explain sample live vs offline vs
 /// kernel vs row.
 fn compare_probes(
+    sc: &Scenario,
     lab: &Lab,
     bin: &str,
     probes: &[Probe],
@@ -984,6 +986,18 @@ fn compare_probes(
                 p.kernel_summary()
             )),
             Err(e) => mine.push(format!("explain says {}: cannot compare: {e}", said(l))),
+        }
+        // A redirected port: explain must say where the connection lands.
+        if let Some(q) = sc.lands.get(&p.port)
+            && v == "accept"
+            && !l["lands"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!(":{q}")))
+        {
+            mine.push(format!(
+                "explain says it lands at {}, but the scenario redirects port {} to {q}",
+                l["lands"], p.port
+            ));
         }
         if let Some(r) = row_for(&chk.rows, p.port, p.src)
             && r.verdict != v

@@ -150,6 +150,7 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
     let mut sources: Vec<IpAddr> = vec![];
     let mut blocks: BTreeSet<IpNet> = BTreeSet::new();
     let mut bursts: Vec<(IpAddr, u16)> = vec![];
+    let mut burst_for: BTreeSet<(Option<usize>, u16)> = BTreeSet::new();
     for e in &sc.expects {
         // A catch-all such as 0.0.0.0/0 is probed through the controls and the unmentioned
         // range instead: its first and last addresses are no sources, and a `local` route for
@@ -191,10 +192,12 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
         for &port in &sc.ports {
             let (expected, e) = sc.expected(port, src);
             if expected == Verdict::RateLimited {
-                // One burst per limited CIDR, from its first address: bursts from several
-                // addresses would share the rule's tokens and starve each other.
-                let first = e.is_none_or(|e| e.cidr.network() == src);
-                if first && !bursts.contains(&(src, port)) {
+                // One burst per limited expectation (or port default), from the first source
+                // probed inside it (its first address, or a control for a catch-all): bursts
+                // from several addresses would share the rule's tokens and starve each other.
+                let key = (e.map(|e| e.line), port);
+                if !burst_for.contains(&key) {
+                    burst_for.insert(key);
                     bursts.push((src, port));
                 }
                 continue;
@@ -374,7 +377,7 @@ fn run_batch(
 pub fn check(sc: &Scenario, probes: &[Probe], bad: &mut [bool]) -> Vec<String> {
     let mut fails = vec![];
     for (i, p) in probes.iter().enumerate() {
-        let listening = sc.listen_mode(p.port).reachable(p.src.is_ipv6());
+        let listening = sc.landing_mode(p.port).reachable(p.src.is_ipv6());
         let ok = if p.burst {
             let good = p
                 .outcomes
