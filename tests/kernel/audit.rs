@@ -742,9 +742,9 @@ fn check_snapshot(
 
 type Key = (IpAddr, u16);
 
-/// At most [`MAX_EXPLAIN`] probes to explain live and offline: one per distinct verdict of the
-/// rows (and per distinct expected verdict outside Cloudflare's ranges), then one per distinct
-/// deciding rule, in probe order (the expectation-derived sources come first).
+/// At most [`MAX_EXPLAIN`] probes to explain live and offline: one per distinct (row verdict,
+/// kernel result) — outside Cloudflare's ranges (expected verdict, kernel result) — then one
+/// per distinct deciding rule, in probe order (the expectation-derived sources come first).
 fn explain_sample(probes: &[Probe], chk: &Check) -> Vec<usize> {
     let mut pick: Vec<usize> = vec![];
     let mut seen_verdict: BTreeSet<String> = BTreeSet::new();
@@ -756,9 +756,16 @@ fn explain_sample(probes: &[Probe], chk: &Check) -> Vec<usize> {
         if pick.len() >= MAX_EXPLAIN || !comparable(p) {
             continue;
         }
+        // Each (verdict, kernel result) pair once: when origin-audit wrongly sees one verdict
+        // everywhere, the kernel's other results still get explained.
+        let kernel = p
+            .outcomes
+            .first()
+            .map(|o| o.to_string())
+            .unwrap_or_default();
         let key = match row_for(&chk.rows, p.port, p.src) {
-            Some(r) => r.verdict.clone(),
-            None => format!("outside:{}", p.expected),
+            Some(r) => format!("{}|{kernel}", r.verdict),
+            None => format!("outside:{}|{kernel}", p.expected),
         };
         if seen_verdict.insert(key) {
             pick.push(i);

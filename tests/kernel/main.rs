@@ -4,7 +4,10 @@
 //! origin + client namespace pair, starts real listeners, loads the ruleset with the real tools,
 //! then (a) probes with real connects from Cloudflare and control addresses, (b) checks the
 //! scenario's expectations against what the kernel did — so expectations are kernel truth — and
-//! (c) runs `origin-audit check/explain/snapshot` in the origin and compares.
+//! (c) compares origin-audit with the kernel: `check` runs in the origin before probing and the
+//! boundaries of its rows become extra probe sources; every probe is compared with the row
+//! covering it; `explain` runs live and offline (on a `snapshot`) for a bounded sample. The end
+//! line gives scenarios run/passed, probes sent, `N of M probes agree` and the wall time.
 //!
 //! `harness = false`: this `main` is the runner. Usage: `cargo test --test kernel [-- NAME…]`
 //! (NAME = substring of a scenario file name). Needs root, `ip` and `nft`; without them it says
