@@ -1,10 +1,12 @@
 //! Steps a and b: probe the origin from the client with real connects, and check that the
 //! scenario's expectations are kernel truth before anything is compared with origin-audit.
 //!
-//! Owns: which addresses are probed (first, middle and last of every expected CIDR, two
-//! non-Cloudflare controls, one Cloudflare range per family the scenario does not mention),
-//! bursts for rate limits, and the mapping verdict ↔ connect outcome.
-//! Must not: look at origin-audit's output.
+//! Owns: the probes — the expectation-derived sources (first, middle and last of every expected
+//! CIDR, two non-Cloudflare controls, one Cloudflare range per family the scenario does not
+//! mention) and the extra sources `audit` derives from origin-audit's rows (added with
+//! [`add_probes`]) — their AnyIP routes, bursts for rate limits, the retry of timeouts, and the
+//! mapping expected verdict ↔ connect outcome.
+//! Must not: judge origin-audit's output (that is `audit`).
 
 use crate::netns::{self, Lab, ORIGIN_V4, ORIGIN_V6};
 use crate::scenario::{Scenario, Verdict};
@@ -52,7 +54,8 @@ const CONTROL_BLOCKS: &[&str] = &["198.51.100.0/24", "2001:db8:ffff::/48"];
 /// timeout every ICMP reject would look like a drop.
 pub const CONNECT_TIMEOUT_MS: u64 = 1500;
 pub const BURST: usize = 30;
-const PROBE_THREADS: usize = 16;
+/// Singles mostly wait (timeouts), so many run at once; bursts use the same pool.
+const PROBE_THREADS: usize = 48;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -83,6 +86,9 @@ pub struct Probe {
     pub line: Option<usize>,
     pub burst: bool,
     pub outcomes: Vec<Outcome>,
+    /// Timeouts of a single probe are sent once more (a SYN lost under load must not look like
+    /// a drop); true when this probe's result comes from that second try.
+    pub retried: bool,
 }
 
 impl Probe {
@@ -106,7 +112,7 @@ impl Probe {
     }
 }
 
-fn first_mid_last(net: IpNet) -> Vec<IpAddr> {
+pub fn first_mid_last(net: IpNet) -> Vec<IpAddr> {
     let v = match net {
         IpNet::V4(n) => {
             let a = u32::from(n.network());
@@ -144,6 +150,7 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
     let mut sources: Vec<IpAddr> = vec![];
     let mut blocks: BTreeSet<IpNet> = BTreeSet::new();
     let mut bursts: Vec<(IpAddr, u16)> = vec![];
+    let mut burst_for: BTreeSet<(Option<usize>, u16)> = BTreeSet::new();
     for e in &sc.expects {
         // A catch-all such as 0.0.0.0/0 is probed through the controls and the unmentioned
         // range instead: its first and last addresses are no sources, and a `local` route for
@@ -185,10 +192,12 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
         for &port in &sc.ports {
             let (expected, e) = sc.expected(port, src);
             if expected == Verdict::RateLimited {
-                // One burst per limited CIDR, from its first address: bursts from several
-                // addresses would share the rule's tokens and starve each other.
-                let first = e.is_none_or(|e| e.cidr.network() == src);
-                if first && !bursts.contains(&(src, port)) {
+                // One burst per limited expectation (or port default), from the first source
+                // probed inside it (its first address, or a control for a catch-all): bursts
+                // from several addresses would share the rule's tokens and starve each other.
+                let key = (e.map(|e| e.line), port);
+                if !burst_for.contains(&key) {
+                    burst_for.insert(key);
                     bursts.push((src, port));
                 }
                 continue;
@@ -206,6 +215,7 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
                 line: e.map(|e| e.line),
                 burst: false,
                 outcomes: vec![],
+                retried: false,
             });
         }
     }
@@ -218,16 +228,79 @@ pub fn plan(sc: &Scenario) -> (Vec<Probe>, Vec<IpNet>) {
             line: e.map(|e| e.line),
             burst: true,
             outcomes: vec![],
+            retried: false,
         });
     }
     (probes, blocks.into_iter().collect())
 }
 
-/// Run the probes from the client namespace: singles first, then the bursts one after another
-/// (a burst must not share a rate limit's tokens with other probes).
+/// Add probes for sources derived from origin-audit's rows: `(source, port, burst)`. Returns
+/// the source addresses that are new (they need an AnyIP route in the client).
+pub fn add_probes(
+    sc: &Scenario,
+    probes: &mut Vec<Probe>,
+    reqs: &[(IpAddr, u16, bool)],
+) -> Vec<IpAddr> {
+    let known: BTreeSet<IpAddr> = probes.iter().map(|p| p.src).collect();
+    let mut fresh = BTreeSet::new();
+    for &(src, port, burst) in reqs {
+        if probes
+            .iter()
+            .any(|p| p.src == src && p.port == port && p.burst == burst)
+        {
+            continue;
+        }
+        let (expected, e) = sc.expected(port, src);
+        probes.push(Probe {
+            src,
+            port,
+            expected,
+            line: e.map(|e| e.line),
+            burst,
+            outcomes: vec![],
+            retried: false,
+        });
+        if !known.contains(&src) {
+            fresh.insert(src);
+        }
+    }
+    fresh.into_iter().collect()
+}
+
+/// AnyIP host routes in the client for `addrs`, in one `ip -batch` call (`replace`, so a
+/// source already covered is harmless).
+pub fn route_sources(lab: &Lab, addrs: &[IpAddr]) -> Result<(), String> {
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let mut batch = String::new();
+    for a in addrs {
+        let len = if a.is_ipv6() { 128 } else { 32 };
+        batch.push_str(&format!("route replace local {a}/{len} dev lo\n"));
+    }
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["-n", &lab.client, "-batch", "-"]);
+    netns::must(&mut cmd, Some(&batch)).map(|_| ())
+}
+
+/// Run the probes from the client namespace: singles first (timeouts tried once more), then
+/// the bursts one after another (a burst must not share a rate limit's tokens with other
+/// probes).
 pub fn run_probes(lab: &Lab, exe: &str, probes: &mut [Probe]) -> Result<(), String> {
     let singles: Vec<usize> = (0..probes.len()).filter(|&i| !probes[i].burst).collect();
     run_batch(lab, exe, probes, &singles, 1)?;
+    // Only timeouts are retried: a lost SYN can only turn an answer into silence, never the
+    // other way round, so a second try cannot hide a real refusal or connection.
+    let timeouts: Vec<usize> = singles
+        .iter()
+        .copied()
+        .filter(|&i| probes[i].outcomes.first() == Some(&Outcome::Timeout))
+        .collect();
+    for &i in &timeouts {
+        probes[i].outcomes.clear();
+        probes[i].retried = true;
+    }
+    run_batch(lab, exe, probes, &timeouts, 1)?;
     let bursts: Vec<usize> = (0..probes.len()).filter(|&i| probes[i].burst).collect();
     for i in bursts {
         run_batch(lab, exe, probes, &[i], BURST)?;
@@ -299,11 +372,12 @@ fn run_batch(
     Ok(())
 }
 
-/// Step b: does the kernel agree with the expectations? One message per disagreement.
-pub fn check(sc: &Scenario, probes: &[Probe]) -> Vec<String> {
+/// Step b: does the kernel agree with the expectations? One message per disagreement; `bad[i]`
+/// is set for each probe that disagrees.
+pub fn check(sc: &Scenario, probes: &[Probe], bad: &mut [bool]) -> Vec<String> {
     let mut fails = vec![];
-    for p in probes {
-        let listening = sc.listen_mode(p.port).reachable(p.src.is_ipv6());
+    for (i, p) in probes.iter().enumerate() {
+        let listening = sc.landing_mode(p.port).reachable(p.src.is_ipv6());
         let ok = if p.burst {
             let good = p
                 .outcomes
@@ -328,6 +402,9 @@ pub fn check(sc: &Scenario, probes: &[Probe]) -> Vec<String> {
             }
         };
         if !ok {
+            if let Some(b) = bad.get_mut(i) {
+                *b = true;
+            }
             let why = match p.line {
                 Some(l) => format!("expectation on line {l}"),
                 None => format!("default for port {}", p.port),

@@ -4,7 +4,10 @@
 //! origin + client namespace pair, starts real listeners, loads the ruleset with the real tools,
 //! then (a) probes with real connects from Cloudflare and control addresses, (b) checks the
 //! scenario's expectations against what the kernel did — so expectations are kernel truth — and
-//! (c) runs `origin-audit check/explain/snapshot` in the origin and compares.
+//! (c) compares origin-audit with the kernel: `check` runs in the origin before probing and the
+//! boundaries of its rows become extra probe sources; every probe is compared with the row
+//! covering it; `explain` runs live and offline (on a `snapshot`) for a bounded sample. The end
+//! line gives scenarios run/passed, probes sent, `N of M probes agree` and the wall time.
 //!
 //! `harness = false`: this `main` is the runner. Usage: `cargo test --test kernel [-- NAME…]`
 //! (NAME = substring of a scenario file name). Needs root, `ip` and `nft`; without them it says
@@ -90,6 +93,29 @@ struct Outcome {
     what: String,
     secs: f64,
     failures: Vec<String>,
+    tally: Tally,
+}
+
+/// Probe counts of one scenario (summed for the final line).
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Connects sent (a burst counts each of its connects).
+    connects: usize,
+    /// Probes: one per single connect or burst.
+    probes: usize,
+    /// Probes some comparison judged.
+    compared: usize,
+    /// Compared probes with no disagreement.
+    agree: usize,
+}
+
+impl Tally {
+    fn add(&mut self, o: Tally) {
+        self.connects += o.connects;
+        self.probes += o.probes;
+        self.compared += o.compared;
+        self.agree += o.agree;
+    }
 }
 
 fn run(filters: &[&String]) -> Result<(), String> {
@@ -143,6 +169,7 @@ fn run(filters: &[&String]) -> Result<(), String> {
                 what: "scenario file".into(),
                 secs: 0.0,
                 failures: vec![e],
+                tally: Tally::default(),
             }),
         }
     }
@@ -174,21 +201,24 @@ fn run(filters: &[&String]) -> Result<(), String> {
                 let (name, what) = (sc.name.clone(), sc.what.clone());
                 let exe = exe.clone();
                 // Own thread, so a panic is caught here while the Lab guard cleans up.
-                let failures = std::thread::spawn(move || run_scenario(n, &sc, &exe, kernel_only))
-                    .join()
-                    .unwrap_or_else(|p| {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
-                        vec![format!("harness panicked: {msg}")]
-                    });
+                let (failures, tally) =
+                    std::thread::spawn(move || run_scenario(n, &sc, &exe, kernel_only))
+                        .join()
+                        .unwrap_or_else(|p| {
+                            let msg = p
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            (vec![format!("harness panicked: {msg}")], Tally::default())
+                        });
                 let secs = t.elapsed().as_secs_f64();
                 eprintln!(
-                    "  {:<40} {} ({secs:.1} s)",
+                    "  {:<40} {} ({secs:.1} s, {} of {} probes agree)",
                     name,
-                    if failures.is_empty() { "ok" } else { "FAILED" }
+                    if failures.is_empty() { "ok" } else { "FAILED" },
+                    tally.agree,
+                    tally.compared
                 );
                 if let Ok(mut r) = results.lock() {
                     r.push(Outcome {
@@ -196,6 +226,7 @@ fn run(filters: &[&String]) -> Result<(), String> {
                         what,
                         secs,
                         failures,
+                        tally,
                     });
                 }
             }
@@ -218,10 +249,21 @@ fn run(filters: &[&String]) -> Result<(), String> {
         }
     }
     let wall = start.elapsed().as_secs_f64();
+    let mut total = Tally::default();
+    for r in &results {
+        total.add(r.tally);
+    }
     eprintln!(
-        "\nkernel suite: {} of {} scenario(s) passed in {wall:.1} s",
+        "\nkernel suite: {} scenario(s) run, {} passed; {} probes ({} connects) sent; \
+         {} of {} probes agree ({} inside rate-limited rows judged by their burst instead); \
+         wall time {wall:.1} s",
+        results.len(),
         results.len() - failed.len(),
-        results.len()
+        total.probes,
+        total.connects,
+        total.agree,
+        total.compared,
+        total.probes - total.compared,
     );
     if kernel_only {
         eprintln!("{}", banner());
@@ -250,49 +292,81 @@ fn banner() -> String {
         .to_string()
 }
 
-/// One scenario, steps a–c. Returns every disagreement found.
-fn run_scenario(n: usize, sc: &Scenario, exe: &str, kernel_only: bool) -> Vec<String> {
+/// One scenario, steps a–c. Returns every disagreement found and the probe counts.
+fn run_scenario(n: usize, sc: &Scenario, exe: &str, kernel_only: bool) -> (Vec<String>, Tally) {
+    let none = Tally::default();
     let (mut probes, blocks) = kernel::plan(sc);
     let mut lab = match netns::Lab::new(n, sc, &blocks) {
         Ok(l) => l,
-        Err(e) => return vec![format!("lab setup: {e}")],
+        Err(e) => return (vec![format!("lab setup: {e}")], none),
     };
     if let Err(e) = kernel::wait_link(&lab, exe) {
-        return vec![format!("lab setup: {e}")];
+        return (vec![format!("lab setup: {e}")], none);
     }
     if let Err(e) = lab.start_listeners(sc, exe) {
-        return vec![format!("listeners: {e}")];
+        return (vec![format!("listeners: {e}")], none);
     }
     if let Err(e) = lab.load_rules(sc) {
-        return vec![e];
+        return (vec![e], none);
+    }
+    // origin-audit's own rows before any probe: every boundary it draws is probed both sides.
+    let chk = audit::run_check(sc, &lab, BIN);
+    let mut fails = vec![];
+    match &chk {
+        Ok(c) => {
+            let reqs = audit::row_sources(c, &probes);
+            let fresh = kernel::add_probes(sc, &mut probes, &reqs);
+            if let Err(e) = kernel::route_sources(&lab, &fresh) {
+                return (vec![format!("client routes: {e}")], none);
+            }
+        }
+        Err(e) if !kernel_only => fails.push(e.clone()),
+        Err(_) => {}
     }
     if let Err(e) = kernel::run_probes(&lab, exe, &mut probes) {
-        return vec![format!("probing: {e}")];
+        return (vec![format!("probing: {e}")], none);
     }
     if std::env::var("OA_KERNEL_VERBOSE").is_ok_and(|v| v == "1") {
         let lines: Vec<String> = probes
             .iter()
             .map(|p| {
                 format!(
-                    "    {} port {} from {}: expected {}, kernel: {}",
+                    "    {} port {} from {}: expected {}, kernel: {}{}",
                     sc.name,
                     p.port,
                     p.src,
                     p.expected,
-                    p.kernel_summary()
+                    p.kernel_summary(),
+                    if p.retried { " (second try)" } else { "" }
                 )
             })
             .collect();
         eprintln!("{}", lines.join("\n"));
     }
-    let mut fails = kernel::check(sc, &probes);
-    if !fails.is_empty() {
+    let mut bad = vec![false; probes.len()];
+    let mut uncompared = vec![false; probes.len()];
+    let kfails = kernel::check(sc, &probes, &mut bad);
+    let skip_c = !kfails.is_empty();
+    fails.extend(kfails);
+    if skip_c {
         // Expectations that are not kernel truth prove nothing about origin-audit.
         fails.push("(step c skipped: fix the scenario first)".into());
-        return fails;
+    } else if !kernel_only && let Ok(c) = &chk {
+        let j = audit::check(sc, &lab, BIN, &probes, c);
+        fails.extend(j.fails);
+        for i in 0..probes.len() {
+            bad[i] |= j.bad[i];
+            uncompared[i] = j.uncompared[i] && !bad[i];
+        }
     }
-    if !kernel_only {
-        fails.extend(audit::check(sc, &lab, BIN, &probes));
-    }
-    fails
+    let compared = uncompared.iter().filter(|u| !**u).count();
+    let tally = Tally {
+        connects: probes.iter().map(|p| p.outcomes.len()).sum(),
+        probes: probes.len(),
+        compared,
+        agree: (0..probes.len())
+            .filter(|&i| !uncompared[i] && !bad[i])
+            .count(),
+    };
+    (fails, tally)
 }

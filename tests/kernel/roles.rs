@@ -145,6 +145,7 @@ fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> String {
                 Some(111) => "refused",                 // ECONNREFUSED
                 Some(113) | Some(101) => "unreachable", // EHOSTUNREACH, ENETUNREACH
                 Some(13) | Some(1) => "unreachable",    // EACCES, EPERM (admin prohibited)
+                Some(92) => "unreachable",              // ENOPROTOOPT (ICMP protocol unreachable)
                 Some(110) => "timeout",                 // ETIMEDOUT
                 _ if e.kind() == std::io::ErrorKind::TimedOut => "timeout",
                 _ => return format!("error connect:{}", e.to_string().replace(' ', "_")),

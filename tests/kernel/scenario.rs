@@ -188,6 +188,9 @@ pub struct Scenario {
     pub dummies: Vec<String>,
     pub ports: Vec<u16>,
     pub listeners: BTreeMap<u16, ListenMode>,
+    /// `lands = 443:8443`: connections to the first port are redirected (DNAT/REDIRECT) to the
+    /// second, so the second port's listener decides "connected" vs "refused".
+    pub lands: BTreeMap<u16, u16>,
     pub rulesets: Vec<Ruleset>,
     /// Per-CIDR expectations; where they nest, the most specific one wins.
     pub expects: Vec<Expect>,
@@ -206,6 +209,11 @@ impl Scenario {
             .unwrap_or("?")
             .to_string();
         parse(&name, &text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The listener that answers a connection to `port`, after any `lands` redirect.
+    pub fn landing_mode(&self, port: u16) -> ListenMode {
+        self.listen_mode(self.lands.get(&port).copied().unwrap_or(port))
     }
 
     pub fn listen_mode(&self, port: u16) -> ListenMode {
@@ -247,6 +255,7 @@ fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         dummies: vec![],
         ports: vec![80, 443],
         listeners: BTreeMap::new(),
+        lands: BTreeMap::new(),
         rulesets: vec![],
         expects: vec![],
         defaults: BTreeMap::new(),
@@ -290,6 +299,16 @@ fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                             .map_err(|e| format!("line {n}: ports: {e}"))?
                     }
                     "listeners" => listeners_raw = Some((n, v.to_string())),
+                    "lands" => {
+                        for item in v.split_whitespace() {
+                            let (a, b) = item.split_once(':').ok_or_else(|| {
+                                format!("line {n}: lands item `{item}` is not PORT:PORT")
+                            })?;
+                            let a: u16 = a.parse().map_err(|e| format!("line {n}: {a}: {e}"))?;
+                            let b: u16 = b.parse().map_err(|e| format!("line {n}: {b}: {e}"))?;
+                            sc.lands.insert(a, b);
+                        }
+                    }
                     "backend" => {
                         backend_legacy = match v {
                             "nft" => false,
