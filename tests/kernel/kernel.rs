@@ -303,7 +303,7 @@ fn run_batch(
 pub fn check(sc: &Scenario, probes: &[Probe]) -> Vec<String> {
     let mut fails = vec![];
     for p in probes {
-        let listening = sc.listen_mode(p.port).reachable(p.src.is_ipv6());
+        let listening = sc.serves(p.port, p.src.is_ipv6());
         let ok = if p.burst {
             let good = p
                 .outcomes
