@@ -377,7 +377,7 @@ fn run_batch(
 pub fn check(sc: &Scenario, probes: &[Probe], bad: &mut [bool]) -> Vec<String> {
     let mut fails = vec![];
     for (i, p) in probes.iter().enumerate() {
-        let listening = sc.landing_mode(p.port).reachable(p.src.is_ipv6());
+        let listening = sc.serves(p.port, p.src.is_ipv6());
         let ok = if p.burst {
             let good = p
                 .outcomes

@@ -1,16 +1,20 @@
-//! The lab: a pair of private network namespaces (origin + client) joined by a veth pair, the
-//! listeners in the origin, the scenario's ruleset loaded with the real tools, and the cleanup.
+//! The lab: a pair of private network namespaces (origin + client) joined by a veth pair, an
+//! optional third "container" namespace behind the origin (Docker-style), the listeners, the
+//! scenario's ruleset loaded with the real tools, its `[run]` script (real firewall managers),
+//! and the cleanup.
 //!
-//! Owns: every command the harness runs (with a time limit), the registry of namespaces and
-//! processes this run created, and their removal — by the [`Lab`] Drop guard, by the watchdog,
-//! and for leftovers of dead earlier runs.
+//! Owns: every command the harness runs (with a time limit), the registry of namespaces,
+//! processes and scratch directories this run created, and their removal — by the [`Lab`] Drop
+//! guard, by the watchdog, and for leftovers of dead earlier runs.
 //! Must not: touch the root namespace's firewall or addresses (every firewall tool runs under
-//! `ip netns exec`), or remove anything it did not create (`oa-k-<pid>-…` names only).
+//! `ip netns exec`), or remove anything it did not create (`oa-k-<pid>-…` names only; the only
+//! processes it kills are its own children and the processes inside its own namespaces).
 
 use crate::scenario::{ListenMode, Scenario};
 use ipnet::IpNet;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -25,11 +29,14 @@ pub const CLIENT_V6: &str = "2001:db8:1::1";
 struct Registry {
     namespaces: BTreeSet<String>,
     pids: BTreeSet<u32>,
+    /// Scratch directories (`[run]`'s `$OA_TMP`, `/etc/netns/NS`) to remove.
+    dirs: BTreeSet<PathBuf>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     namespaces: BTreeSet::new(),
     pids: BTreeSet::new(),
+    dirs: BTreeSet::new(),
 });
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
@@ -44,7 +51,36 @@ fn kill_pid(pid: u32) {
         .status();
 }
 
+/// Where ip-netns(8) keeps a namespace's private `/etc` entries, bind-mounted over `/etc` for
+/// every `ip netns exec NAME`.
+fn etc_overlay(ns: &str) -> PathBuf {
+    Path::new("/etc/netns").join(ns)
+}
+
+/// Kill every process inside namespace `name` (daemons a `[run]` script started, such as
+/// fail2ban-server). The namespace is private to this run, so whatever runs in it is ours; a
+/// process there keeps the namespace alive after `ip netns del`.
+fn kill_inside(name: &str) {
+    let Ok(out) = Command::new("ip")
+        .args(["netns", "pids", name])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    let me = std::process::id();
+    for pid in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|&p| p != me)
+    {
+        kill_pid(pid);
+    }
+}
+
 fn del_netns(name: &str) {
+    kill_inside(name);
+    let _ = std::fs::remove_dir_all(etc_overlay(name));
     let _ = Command::new("ip")
         .args(["netns", "del", name])
         .stderr(Stdio::null())
@@ -53,11 +89,12 @@ fn del_netns(name: &str) {
 
 /// Kill every process and delete every namespace still registered (watchdog path).
 pub fn cleanup_all() {
-    let (pids, nss) = {
+    let (pids, nss, dirs) = {
         let mut r = registry();
         (
             std::mem::take(&mut r.pids),
             std::mem::take(&mut r.namespaces),
+            std::mem::take(&mut r.dirs),
         )
     };
     for pid in pids {
@@ -65,6 +102,9 @@ pub fn cleanup_all() {
     }
     for ns in nss {
         del_netns(&ns);
+    }
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
     }
 }
 
@@ -88,6 +128,22 @@ pub fn cleanup_stale() {
         if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             eprintln!("kernel: removing stale namespace {name} (its run, pid {pid}, is gone)");
             del_netns(name);
+        }
+    }
+    // `/etc/netns/oa-k-<pid>-…` overlays whose namespace went with a killed run.
+    if let Ok(rd) = std::fs::read_dir("/etc/netns") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("oa-k-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
 }
@@ -218,7 +274,11 @@ struct Helper {
 pub struct Lab {
     pub origin: String,
     pub client: String,
+    /// The Docker-style container namespace, when the scenario has one.
+    pub container: Option<String>,
     helpers: Vec<Helper>,
+    /// `$OA_TMP` of the `[run]` script.
+    scratch: Option<PathBuf>,
 }
 
 impl Drop for Lab {
@@ -229,9 +289,20 @@ impl Drop for Lab {
             let _ = h.child.wait();
             registry().pids.remove(&pid);
         }
-        for ns in [&self.origin, &self.client] {
+        for ns in [
+            Some(&self.origin),
+            Some(&self.client),
+            self.container.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             del_netns(ns);
             registry().namespaces.remove(ns.as_str());
+        }
+        if let Some(d) = &self.scratch {
+            let _ = std::fs::remove_dir_all(d);
+            registry().dirs.remove(d);
         }
     }
 }
@@ -241,10 +312,12 @@ impl Lab {
     /// be able to send from (AnyIP local routes).
     pub fn new(n: usize, sc: &Scenario, client_blocks: &[IpNet]) -> Result<Lab, String> {
         let base = format!("oa-k-{}-{n}", std::process::id());
-        let lab = Lab {
+        let mut lab = Lab {
             origin: format!("{base}-o"),
             client: format!("{base}-c"),
+            container: None,
             helpers: vec![],
+            scratch: None,
         };
         {
             let mut r = registry();
@@ -343,7 +416,65 @@ impl Lab {
             };
             ip(&["-n", c, fam, "route", "add", "local", &s, "dev", "lo"])?;
         }
+        if let Some(k) = &sc.container {
+            let name = format!("{base}-k");
+            registry().namespaces.insert(name.clone());
+            lab.container = Some(name.clone());
+            lab.add_container(&name, k)?;
+        }
         Ok(lab)
+    }
+
+    /// The container: its own namespace joined to the origin by a veth pair whose origin end
+    /// is `k.iface` with the gateway address (Docker's `docker0` holds 172.17.0.1/16), default
+    /// route via the origin, and forwarding on in the origin so DNAT-ed packets reach it.
+    fn add_container(&self, name: &str, k: &crate::scenario::Container) -> Result<(), String> {
+        let o = self.origin.as_str();
+        ip(&["netns", "add", name])?;
+        must(
+            Command::new("ip").args([
+                "netns",
+                "exec",
+                name,
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+            ]),
+            None,
+        )?;
+        must(
+            self.in_origin("sysctl")
+                .args(["-qw", "net.ipv4.ip_forward=1"]),
+            None,
+        )?;
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n", o, "link", "add", &k.iface, "type", "veth", "peer", "name", "eth0", "netns", name,
+        ])?;
+        let gw = format!("{}/{}", k.gw, k.addr.prefix_len());
+        ip(&["-n", o, "addr", "add", &gw, "dev", &k.iface])?;
+        ip(&["-n", o, "link", "set", &k.iface, "up"])?;
+        ip(&[
+            "-n",
+            name,
+            "addr",
+            "add",
+            &k.addr.to_string(),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", name, "link", "set", "eth0", "up"])?;
+        ip(&[
+            "-n",
+            name,
+            "route",
+            "add",
+            "default",
+            "via",
+            &k.gw.to_string(),
+        ])?;
+        Ok(())
     }
 
     /// `ip netns exec <origin> program…`
@@ -353,16 +484,24 @@ impl Lab {
         c
     }
 
+    fn in_ns(ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+
     pub fn in_client(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.client, program]);
         c
     }
 
-    /// Start the scenario's listeners in the origin and wait until they are bound.
+    /// Start the scenario's listeners in the origin (audited ports, and extra ports named in
+    /// `listeners`, e.g. a REDIRECT target) and in the container, and wait until they are bound.
     pub fn start_listeners(&mut self, sc: &Scenario, exe: &str) -> Result<(), String> {
         let mut addrs = vec![];
-        for &p in &sc.ports {
+        let extra = sc.listeners.keys().filter(|p| !sc.ports.contains(p));
+        for &p in sc.ports.iter().chain(extra) {
             match sc.listen_mode(p) {
                 ListenMode::All => {
                     addrs.push(format!("0.0.0.0:{p}"));
@@ -372,11 +511,48 @@ impl Lab {
                 ListenMode::None => {}
             }
         }
+        let origin = self.origin.clone();
+        self.spawn_listener(&origin, &addrs, exe)?;
+        if let (Some(k), Some(ns)) = (&sc.container, self.container.clone()) {
+            let addrs: Vec<String> = k.ports.iter().map(|p| format!("0.0.0.0:{p}")).collect();
+            self.spawn_listener(&ns, &addrs, exe)?;
+            // The origin reaches the container (before any ruleset): the link and the
+            // container's listeners work, so a timeout later is the firewall's doing.
+            let input: String = k
+                .ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{i} {} {} {p}\n", k.gw, k.addr.addr()))
+                .collect();
+            let mut last = String::new();
+            for _ in 0..10 {
+                let mut cmd = self.in_origin(exe);
+                cmd.arg(crate::ROLE_ARG).args(["probe", "1000", "4"]);
+                let out = run(&mut cmd, Some(&input), Duration::from_secs(10))?;
+                let ok = out
+                    .stdout
+                    .lines()
+                    .filter(|l| l.split_whitespace().nth(1) == Some("connected"))
+                    .count();
+                if ok == k.ports.len() {
+                    return Ok(());
+                }
+                last = out.stdout;
+            }
+            return Err(format!(
+                "the container's listeners are not reachable from the origin: {}",
+                last.trim()
+            ));
+        }
+        Ok(())
+    }
+
+    fn spawn_listener(&mut self, ns: &str, addrs: &[String], exe: &str) -> Result<(), String> {
         if addrs.is_empty() {
             return Ok(());
         }
-        let mut cmd = self.in_origin(exe);
-        cmd.arg(crate::ROLE_ARG).arg("listen").args(&addrs);
+        let mut cmd = Self::in_ns(ns, exe);
+        cmd.arg(crate::ROLE_ARG).arg("listen").args(addrs);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -405,14 +581,83 @@ impl Lab {
         }
     }
 
-    /// Load every ruleset section with its real tool inside the origin namespace.
-    pub fn load_rules(&self, sc: &Scenario) -> Result<(), String> {
+    /// Load every ruleset section with its real tool inside the origin namespace, then run the
+    /// `[run]` script.
+    pub fn load_rules(&mut self, sc: &Scenario) -> Result<(), String> {
         for rs in &sc.rulesets {
             let (prog, args) = rs.loader.command();
             let mut cmd = self.in_origin(prog);
             cmd.args(args);
             must(&mut cmd, Some(&rs.text)).map_err(|e| format!("loading rules: {e}"))?;
         }
+        if let Some(script) = &sc.run {
+            self.run_script(sc, script)?;
+        }
         Ok(())
     }
+
+    /// `[run]`: `bash -e` inside the origin namespace, bounded by [`RUN_SCRIPT_LIMIT`], with
+    /// `$OA_TMP` (a scratch directory removed afterwards), `$OA_NS` (the origin namespace),
+    /// `$OA_IFACE`, `$OA_CONTAINER_NS` and `$OA_TOOLS` (`tests/scenarios/tools`). The `etc` entries are first copied into
+    /// `/etc/netns/<origin>/`, which `ip netns exec` bind-mounts over `/etc` (ip-netns(8)), so
+    /// ufw & co. change private copies, never the host's. The script's output goes to
+    /// `$OA_TMP/run.log`, so daemons it leaves running hold no pipe of ours.
+    fn run_script(&mut self, sc: &Scenario, script: &str) -> Result<(), String> {
+        let tmp = std::env::temp_dir().join(format!("{}-run", self.origin));
+        registry().dirs.insert(tmp.clone());
+        self.scratch = Some(tmp.clone());
+        std::fs::create_dir_all(&tmp).map_err(|e| format!("[run]: {}: {e}", tmp.display()))?;
+        if !sc.etc.is_empty() {
+            let overlay = etc_overlay(&self.origin);
+            std::fs::create_dir_all(&overlay)
+                .map_err(|e| format!("[run]: {}: {e}", overlay.display()))?;
+            for name in &sc.etc {
+                must(
+                    Command::new("cp")
+                        .arg("-a")
+                        .arg(Path::new("/etc").join(name))
+                        .arg(overlay.join(name)),
+                    None,
+                )
+                .map_err(|e| format!("[run]: etc overlay: {e}"))?;
+            }
+        }
+        let log = tmp.join("run.log");
+        let full = format!(
+            "exec >{} 2>&1 </dev/null\n{script}",
+            shell_quote(&log.to_string_lossy())
+        );
+        let mut cmd = self.in_origin("bash");
+        cmd.args(["-e", "-c", &full])
+            .env("OA_TMP", &tmp)
+            .env("OA_NS", &self.origin)
+            .env("OA_IFACE", &sc.iface)
+            .env(
+                "OA_TOOLS",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/tools"),
+            )
+            .env("OA_CONTAINER_NS", self.container.as_deref().unwrap_or(""));
+        let res = run(&mut cmd, None, RUN_SCRIPT_LIMIT);
+        let tail = || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n    ")
+        };
+        match res {
+            Ok(o) if o.ok() => Ok(()),
+            Ok(o) => Err(format!(
+                "[run] exited {:?}; its output:\n    {}",
+                o.code,
+                tail()
+            )),
+            Err(e) => Err(format!("[run]: {e}; its output:\n    {}", tail())),
+        }
+    }
+}
+
+/// Bounds a `[run]` script (fail2ban's start takes a second or two).
+const RUN_SCRIPT_LIMIT: Duration = Duration::from_secs(90);
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

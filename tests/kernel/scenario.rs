@@ -178,6 +178,20 @@ pub struct Ruleset {
     pub text: String,
 }
 
+/// `container = ADDR/LEN gw GW iface NAME ports P,P`: a third namespace behind the origin, as
+/// Docker's bridge network puts one (the origin end of the link is `iface`, holding `gw`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The container's address and prefix (its end of the link), e.g. `172.17.0.2/16`.
+    pub addr: ipnet::Ipv4Net,
+    /// The origin's address on the link, the container's default gateway.
+    pub gw: std::net::Ipv4Addr,
+    /// Name of the origin's end of the link (`docker0`).
+    pub iface: String,
+    /// Ports the container listens on (`0.0.0.0:PORT`).
+    pub ports: Vec<u16>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub name: String,
@@ -197,6 +211,13 @@ pub struct Scenario {
     /// Verdict for everything no expectation covers, per port.
     pub defaults: BTreeMap<u16, Verdict>,
     pub findings: Vec<FindingExpect>,
+    /// `[run]`: a shell script (bash -e) run in the origin after the ruleset sections, so real
+    /// firewall managers (ufw, fail2ban, ...) build the rules.
+    pub run: Option<String>,
+    /// `etc = ufw,default`: entries of the host's `/etc` copied into the origin namespace's
+    /// private `/etc/netns/NS/` overlay (ip-netns(8)) before `[run]`, so tools write there.
+    pub etc: Vec<String>,
+    pub container: Option<Container>,
 }
 
 impl Scenario {
@@ -237,6 +258,18 @@ impl Scenario {
         }
     }
 
+    /// Whether a connection from outside to `port` in this family reaches a socket: the
+    /// origin's listener, or (IPv4 only, the container has no IPv6 address) the container's,
+    /// where a DNAT sends it.
+    pub fn serves(&self, port: u16, v6: bool) -> bool {
+        self.landing_mode(port).reachable(v6)
+            || (!v6
+                && self
+                    .container
+                    .as_ref()
+                    .is_some_and(|c| c.ports.contains(&port)))
+    }
+
     pub fn default_for(&self, port: u16) -> Verdict {
         self.defaults.get(&port).copied().unwrap_or(Verdict::Accept)
     }
@@ -260,6 +293,9 @@ fn parse(name: &str, text: &str) -> Result<Scenario, String> {
         expects: vec![],
         defaults: BTreeMap::new(),
         findings: vec![],
+        run: None,
+        etc: vec![],
+        container: None,
     };
     let mut backend_legacy = false;
     // Ruleset sections hold raw text; keep the section names until `backend` is known.
@@ -309,6 +345,22 @@ fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                             sc.lands.insert(a, b);
                         }
                     }
+                    "etc" => {
+                        sc.etc = v.split(',').map(|s| s.trim().to_string()).collect();
+                        if let Some(bad) = sc
+                            .etc
+                            .iter()
+                            .find(|e| e.is_empty() || e.contains('/') || e.starts_with('.'))
+                        {
+                            return Err(format!(
+                                "line {n}: etc entry `{bad}` is not a name in /etc"
+                            ));
+                        }
+                    }
+                    "container" => {
+                        sc.container =
+                            Some(parse_container(v).map_err(|e| format!("line {n}: {e}"))?)
+                    }
                     "backend" => {
                         backend_legacy = match v {
                             "nft" => false,
@@ -350,6 +402,13 @@ fn parse(name: &str, text: &str) -> Result<Scenario, String> {
     }
 
     for (s, n, text) in raw_sections {
+        if s == "run" {
+            if sc.run.is_some() {
+                return Err(format!("line {n}: a second [run] section"));
+            }
+            sc.run = Some(text);
+            continue;
+        }
         let loader = match s.as_str() {
             "nft" => Loader::Nft,
             "ipset" => Loader::Ipset,
@@ -384,7 +443,43 @@ fn parse(name: &str, text: &str) -> Result<Scenario, String> {
     if sc.expects.is_empty() && sc.defaults.is_empty() && sc.findings.is_empty() {
         return Err("no [expect] lines".into());
     }
+    if let Some(c) = &sc.container
+        && (c.iface == sc.iface || sc.dummies.contains(&c.iface))
+    {
+        return Err(format!("container iface {} is already used", c.iface));
+    }
     Ok(sc)
+}
+
+/// `ADDR/LEN gw GW iface NAME ports P,P`.
+fn parse_container(v: &str) -> Result<Container, String> {
+    let t: Vec<&str> = v.split_whitespace().collect();
+    let usage = "container = ADDR/LEN gw GW iface NAME ports P,P";
+    if t.len() != 7 || t[1] != "gw" || t[3] != "iface" || t[5] != "ports" {
+        return Err(format!("expected `{usage}`"));
+    }
+    let addr: ipnet::Ipv4Net = t[0]
+        .parse()
+        .map_err(|e| format!("container {}: {e}", t[0]))?;
+    let gw: std::net::Ipv4Addr = t[2].parse().map_err(|e| format!("gw {}: {e}", t[2]))?;
+    if !addr.contains(&gw) || gw == addr.addr() {
+        return Err(format!("gw {gw} must be another address in {addr}"));
+    }
+    let iface = t[4].to_string();
+    if iface.is_empty() || iface.len() > 15 || iface.contains('/') {
+        return Err(format!("iface `{iface}` is not an interface name"));
+    }
+    let ports = t[6]
+        .split(',')
+        .map(|p| p.trim().parse::<u16>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ports: {e}"))?;
+    Ok(Container {
+        addr,
+        gw,
+        iface,
+        ports,
+    })
 }
 
 /// Split on whitespace, keeping `key~"quoted text"` together.
