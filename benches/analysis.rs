@@ -82,6 +82,7 @@ fn snapshot(ipt: String, ipset: Option<String>) -> Snapshot {
             gateway: None,
         }],
         bindv6only: Some(false),
+        forwarding: Default::default(),
         dumps: Dumps {
             iptables_nft_save: Some(ipt),
             ipset_save: ipset,

@@ -31,11 +31,21 @@ pub struct Snapshot {
     /// `net.ipv6.bindv6only`: whether a `[::]` listener also takes IPv4 connections.
     #[serde(default)]
     pub bindv6only: Option<bool>,
+    /// `net.ipv4.ip_forward` / `net.ipv6.conf.all.forwarding`: with forwarding off, a packet
+    /// DNATed to another host is dropped by the kernel before any FORWARD chain.
+    #[serde(default)]
+    pub forwarding: Forwarding,
     pub dumps: Dumps,
     pub ranges: ProviderRanges,
     /// What could not be read, and why. Each becomes a `read-failed` finding.
     #[serde(default)]
     pub read_errors: Vec<ReadError>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Forwarding {
+    pub ipv4: Option<bool>,
+    pub ipv6: Option<bool>,
 }
 
 /// Raw firewall dumps, verbatim. `None` = not present / not read (see `read_errors`).

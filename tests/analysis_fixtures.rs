@@ -81,6 +81,7 @@ fn host(dumps: Dumps) -> Snapshot {
             },
         ],
         bindv6only: Some(false),
+        forwarding: Default::default(),
         dumps,
         ranges: provider.bundled_ranges().unwrap(),
         read_errors: vec![],

@@ -158,6 +158,19 @@ struct Base<'a> {
     order: usize,
 }
 
+/// What the evaluator needs to know about the host besides its rules.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// Addresses of this host (routing: local delivery or forward).
+    pub local: Vec<IpAddr>,
+    /// Connected subnets per interface.
+    pub routes: Vec<(String, AddrRange)>,
+    /// Interfaces carrying a default route, per family.
+    pub defaults: Vec<(Family, String)>,
+    /// ip_forward sysctls (unknown offline).
+    pub forwarding: crate::snapshot::Forwarding,
+}
+
 /// Membership index for big single-dimension address sets (no nomatch, nothing unknown).
 type SetIndex = HashMap<(usize, String), crate::firewall::AddrSet>;
 
@@ -168,6 +181,10 @@ pub struct Evaluator<'a> {
     local: Vec<IpAddr>,
     /// Connected subnets per interface, for the output interface of forwarded packets.
     routes: Vec<(String, AddrRange)>,
+    /// Interfaces carrying a default route, per family (reverse-path checks). Empty when the
+    /// routes are unknown (offline dumps).
+    defaults: Vec<(Family, String)>,
+    forwarding: crate::snapshot::Forwarding,
     index: SetIndex,
     ipset_index: HashMap<String, crate::firewall::AddrSet>,
 }
@@ -207,7 +224,13 @@ fn simple_addr_set(s: &SetDef) -> Option<crate::firewall::AddrSet> {
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(ruleset: &'a Ruleset, local: Vec<IpAddr>, routes: Vec<(String, AddrRange)>) -> Self {
+    pub fn new(ruleset: &'a Ruleset, host: HostFacts) -> Self {
+        let HostFacts {
+            local,
+            routes,
+            defaults,
+            forwarding,
+        } = host;
         let mut bases = Vec::new();
         for t in &ruleset.tables {
             for c in &t.chains {
@@ -251,6 +274,8 @@ impl<'a> Evaluator<'a> {
             bases,
             local,
             routes,
+            defaults,
+            forwarding,
             index,
             ipset_index,
         }
@@ -313,6 +338,33 @@ impl<'a> Evaluator<'a> {
                     }
                 }
                 Some(false) => {
+                    let off = match st.pkt.family {
+                        Family::V4 => self.forwarding.ipv4 == Some(false),
+                        Family::V6 => self.forwarding.ipv6 == Some(false),
+                    };
+                    if off {
+                        // ip_forward=0: the kernel drops the packet at the routing decision
+                        // (ip_forward() is never reached; no FORWARD chain sees it).
+                        let r = RuleRef {
+                            backend: crate::firewall::Backend::Kernel,
+                            family: match st.pkt.family {
+                                Family::V4 => crate::firewall::TableFamily::Ip,
+                                Family::V6 => crate::firewall::TableFamily::Ip6,
+                            },
+                            table: "sysctl".into(),
+                            chain: "routing".into(),
+                            position: 0,
+                            handle: None,
+                            text: match st.pkt.family {
+                                Family::V4 => "net.ipv4.ip_forward = 0".into(),
+                                Family::V6 => "net.ipv6.conf.all.forwarding = 0".into(),
+                            },
+                        };
+                        let mut st = st;
+                        st.path.push(Step::Rule(r.clone()));
+                        out.push(finish(st, Fate::Dropped, Some(r)));
+                        continue;
+                    }
                     let mut st = st;
                     st.oif = st.dst.and_then(|d| {
                         self.routes
@@ -756,6 +808,14 @@ impl<'a> Evaluator<'a> {
                 };
                 b(types.iter().any(|x| x.eq_ignore_ascii_case(t)), *negate)
             }
+            Match::ReversePath { strict, negate } => match self.route_back(p) {
+                Some(iface) => b(!*strict || p.iif.as_deref() == Some(iface), *negate),
+                None if self.routes.is_empty() && self.defaults.is_empty() => Tri::Depends(
+                    CondKind::Undecidable,
+                    "a route back to the source exists (routes unknown offline)".into(),
+                ),
+                None => b(false, *negate),
+            },
             Match::Mark {
                 value,
                 mask,
@@ -803,6 +863,22 @@ impl<'a> Evaluator<'a> {
                 Tri::Depends(CondKind::Unknown, format!("unknown match `{text}`"))
             }
         }
+    }
+
+    /// The interface the route back to the packet's source leaves by: the most specific
+    /// connected subnet, else the family's default route (no policy routing).
+    fn route_back(&self, p: &Packet) -> Option<&str> {
+        self.routes
+            .iter()
+            .filter(|(_, r)| r.contains(p.family, p.src))
+            .min_by_key(|(_, r)| r.end - r.start)
+            .map(|(n, _)| n.as_str())
+            .or_else(|| {
+                self.defaults
+                    .iter()
+                    .find(|(f, _)| *f == p.family)
+                    .map(|(_, n)| n.as_str())
+            })
     }
 
     fn resolve_set<'s>(&'s self, table: &'s Table, set: &'s SetRef) -> Option<SetView<'s>> {
@@ -1086,6 +1162,7 @@ fn negated(m: &Match) -> bool {
         | Match::Set { negate, .. }
         | Match::AddrType { negate, .. }
         | Match::Mark { negate, .. }
+        | Match::ReversePath { negate, .. }
         | Match::ConnMark { negate, .. }
         | Match::Length { negate, .. }
         | Match::NfProto { negate, .. }
@@ -1265,7 +1342,13 @@ mod tests {
         }
     }
     fn verdict(rs: &Ruleset, addr: &str, port: u16) -> crate::analysis::Classified {
-        let ev = Evaluator::new(rs, vec!["203.0.113.2".parse().expect("ip")], vec![]);
+        let ev = Evaluator::new(
+            rs,
+            HostFacts {
+                local: vec!["203.0.113.2".parse().expect("ip")],
+                ..Default::default()
+            },
+        );
         let (family, src) = addr_to_int(addr.parse().expect("ip"));
         let dst = addr_to_int("203.0.113.2".parse().expect("ip")).1;
         classify(&ev.evaluate(&Packet {

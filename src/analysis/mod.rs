@@ -421,8 +421,13 @@ pub fn classify(outcomes: &[Outcome]) -> Classified {
             lands,
         };
     }
-    if !classes.contains(&0) && !classes.contains(&3) {
-        // Always blocked, only the manner varies (e.g. reject under a rate, drop above it).
+    let only_rate = undecided.is_empty()
+        && !relevant.is_empty()
+        && relevant.iter().all(|(k, _, _)| *k == CondKind::Rate);
+    if !classes.contains(&0) && !classes.contains(&3) && only_rate {
+        // Always blocked; only the manner varies with the rate (e.g. reject under a limit,
+        // drop above it). A drop-or-reject that hangs on an undecidable condition is
+        // `conditional` below: the kernel's answer is one of the named outcomes.
         let o = outcomes
             .iter()
             .find(|o| matches!(o.fate, Fate::Dropped))
@@ -439,9 +444,6 @@ pub fn classify(outcomes: &[Outcome]) -> Classified {
             lands,
         };
     }
-    let only_rate = undecided.is_empty()
-        && !relevant.is_empty()
-        && relevant.iter().all(|(k, _, _)| *k == CondKind::Rate);
     let cf_error = outcomes
         .iter()
         .filter_map(err_of)
@@ -493,6 +495,19 @@ fn connected(snap: &Snapshot) -> Vec<(String, AddrRange)> {
         .collect()
 }
 
+fn host_facts(snap: &Snapshot, t: &Target) -> eval::HostFacts {
+    eval::HostFacts {
+        local: t.local.clone(),
+        routes: connected(snap),
+        defaults: snap
+            .default_routes
+            .iter()
+            .map(|r| (r.family, r.iface.clone()))
+            .collect(),
+        forwarding: snap.forwarding,
+    }
+}
+
 /// Builds the packet for one block representative.
 fn packet(t: &Target, fam: Family, src: u128, port: u16, established: bool) -> Packet {
     Packet {
@@ -515,7 +530,7 @@ pub fn analyze(snap: &Snapshot, opts: &Options) -> Report {
 pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) -> Report {
     let rs = &prepared.ruleset;
     let t = target(snap, opts);
-    let ev = Evaluator::new(rs, t.local.clone(), connected(snap));
+    let ev = Evaluator::new(rs, host_facts(snap, &t));
     let cuts = blocks::Cuts::new(rs);
     let mut ports = opts.ports.clone();
     ports.sort_unstable();
@@ -682,6 +697,12 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     // Before the culprit rule in its own chain; for a policy, appended at the chain's end.
     let policy = r.position == 0;
     match r.backend {
+        Backend::Kernel => {
+            let key = r.text.split(" = ").next().unwrap_or(&r.text);
+            format!(
+                "sysctl -w {key}=1 (and persist it in /etc/sysctl.d/) — forwarded traffic is dropped while it is 0"
+            )
+        }
         Backend::Nft => {
             let fam = if sources.iter().any(|s| s.contains(':')) {
                 "ip6"
@@ -812,12 +833,12 @@ fn listener_findings(
         let mut problems: Vec<(Code, String)> = Vec::new();
         let mut lport_seen = port;
         for &fam in &t.families {
-            // Where accepted packets land: the DNAT/REDIRECT target if any.
-            let (addr, lport, local) =
-                lands
-                    .get(&(port, fam))
-                    .copied()
-                    .unwrap_or((t.dest(fam), port, true));
+            // Where accepted packets land: the DNAT/REDIRECT target if any. When no provider
+            // packet gets through on this port and family, the firewall findings already say
+            // why visitors fail; a listener finding there would be a second alarm for one cause.
+            let Some(&(addr, lport, local)) = lands.get(&(port, fam)) else {
+                continue;
+            };
             if !local {
                 continue; // forwarded to another host: its listener is not ours to see
             }
@@ -1059,7 +1080,7 @@ pub fn explain(
 ) -> (Explanation, Vec<String>) {
     let prepared = prepare(snap);
     let t = target(snap, opts);
-    let ev = Evaluator::new(&prepared.ruleset, t.local.clone(), connected(snap));
+    let ev = Evaluator::new(&prepared.ruleset, host_facts(snap, &t));
     let (fam, src) = addr_to_int(address);
     let mut t2 = t.clone();
     if !t2.families.contains(&fam) {
@@ -1244,6 +1265,7 @@ COMMIT
             interfaces: vec![],
             default_routes: vec![],
             bindv6only: None,
+            forwarding: Default::default(),
             dumps: crate::snapshot::Dumps {
                 iptables_nft_save: Some(SKELETON.into()),
                 nft_json: vec![nft.into()],

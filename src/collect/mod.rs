@@ -49,6 +49,7 @@ pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
             interfaces: Vec::new(),
             default_routes: Vec::new(),
             bindv6only: None,
+            forwarding: Default::default(),
             dumps,
             ranges: load_ranges(input)?,
             read_errors,
@@ -63,6 +64,7 @@ pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
         interfaces: host.interfaces,
         default_routes: host.default_routes,
         bindv6only: host.bindv6only,
+        forwarding: host.forwarding,
         dumps: host.dumps,
         ranges: load_ranges(input)?,
         read_errors: host.read_errors,
@@ -99,6 +101,7 @@ pub struct HostState {
     pub interfaces: Vec<Interface>,
     pub default_routes: Vec<DefaultRoute>,
     pub bindv6only: Option<bool>,
+    pub forwarding: crate::snapshot::Forwarding,
     pub dumps: Dumps,
     pub read_errors: Vec<ReadError>,
 }
@@ -152,6 +155,22 @@ pub fn read_host() -> HostState {
         None
     });
 
+    let mut sysctl = |what: &str, path: &str| {
+        netif::read_proc_bool(path).unwrap_or_else(|e| {
+            read_errors.push(ReadError {
+                what: what.into(),
+                source: path.into(),
+                message: e.to_string(),
+                firewall: false,
+            });
+            None
+        })
+    };
+    let forwarding = crate::snapshot::Forwarding {
+        ipv4: sysctl("net.ipv4.ip_forward", netif::IPV4_FORWARD_PATH),
+        ipv6: sysctl("net.ipv6.conf.all.forwarding", netif::IPV6_FORWARD_PATH),
+    };
+
     let listeners = match sockets::read_listeners(&ifnames) {
         Ok(read) => {
             if let Some(e) = read.netlink_error {
@@ -187,6 +206,7 @@ pub fn read_host() -> HostState {
         interfaces,
         default_routes,
         bindv6only,
+        forwarding,
         dumps,
         read_errors,
     }

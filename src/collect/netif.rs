@@ -189,22 +189,30 @@ pub const BINDV6ONLY_PATH: &str = "/proc/sys/net/ipv6/bindv6only";
 
 /// `net.ipv6.bindv6only`; `Ok(None)` when the kernel has no IPv6.
 pub fn read_bindv6only() -> Result<Option<bool>, NetifError> {
-    match std::fs::read_to_string(BINDV6ONLY_PATH) {
-        Ok(s) => parse_bindv6only(&s).map(Some),
+    read_proc_bool(BINDV6ONLY_PATH)
+}
+
+pub const IPV4_FORWARD_PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+pub const IPV6_FORWARD_PATH: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// A 0/1 sysctl of this network namespace; `None` when the file does not exist (no IPv6).
+pub fn read_proc_bool(path: &str) -> Result<Option<bool>, NetifError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => parse_proc_bool(path, &s).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(NetifError::Proc {
-            path: BINDV6ONLY_PATH.to_string(),
+            path: path.to_string(),
             message: e.to_string(),
         }),
     }
 }
 
-fn parse_bindv6only(s: &str) -> Result<bool, NetifError> {
+fn parse_proc_bool(path: &str, s: &str) -> Result<bool, NetifError> {
     match s.trim() {
         "0" => Ok(false),
         "1" => Ok(true),
         other => Err(NetifError::Proc {
-            path: BINDV6ONLY_PATH.to_string(),
+            path: path.to_string(),
             message: format!("expected 0 or 1, found {other:?}"),
         }),
     }
@@ -323,8 +331,8 @@ mod tests {
 
     #[test]
     fn bindv6only_values() {
-        assert!(!parse_bindv6only("0\n").unwrap());
-        assert!(parse_bindv6only("1\n").unwrap());
-        assert!(parse_bindv6only("x").is_err());
+        assert!(!parse_proc_bool(BINDV6ONLY_PATH, "0\n").unwrap());
+        assert!(parse_proc_bool(BINDV6ONLY_PATH, "1\n").unwrap());
+        assert!(parse_proc_bool(BINDV6ONLY_PATH, "x").is_err());
     }
 }

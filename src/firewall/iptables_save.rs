@@ -1180,6 +1180,22 @@ fn module(name: &str, opts: &[Opt], ctx: &RuleCtx, out: &mut Vec<Match>) -> Resu
         // ip6t_rt/ip6t_frag/ip6t_hbh: when the packet has no such extension header the match is
         // false whatever its options (ipv6_find_hdr fails → return false). Cloudflare's TCP SYNs
         // carry no extension headers, so these rules never apply to them.
+        // xt_rpfilter: true when the reverse path lookup succeeds (via the input interface
+        // unless --loose); --invert inverts it (iptables-extensions(8), rpfilter).
+        "rpfilter"
+            if opts.iter().all(|o| {
+                !o.neg
+                    && matches!(
+                        o.name.as_str(),
+                        "--loose" | "--invert" | "--validmark" | "--accept-local"
+                    )
+            }) =>
+        {
+            out.push(Match::ReversePath {
+                strict: !opts.iter().any(|o| o.name == "--loose"),
+                negate: opts.iter().any(|o| o.name == "--invert"),
+            })
+        }
         "rt" | "frag" | "hbh" | "dst" if ctx.family == Family::V6 => out.push(Match::Never {
             what: format!(
                 "{} (Cloudflare's TCP packets carry no IPv6 extension headers)",
@@ -2319,10 +2335,13 @@ mod tests {
                 &rule(raw, "--helper").effects[0],
                 Effect::Other { .. }
             ));
-            assert!(matches!(
-                &rule(raw, "rpfilter").matches[0],
-                Match::Undecidable { condition, negate: false } if condition.contains("--invert")
-            ));
+            assert_eq!(
+                rule(raw, "rpfilter").matches[0],
+                Match::ReversePath {
+                    strict: true,
+                    negate: true
+                }
+            );
             assert_eq!(rule(raw, "rpfilter").verdict, Verdict::Drop);
             assert!(matches!(
                 &rule(raw, "TRACE").effects[0],

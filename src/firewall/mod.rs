@@ -37,6 +37,8 @@ pub enum Backend {
     IptablesNft,
     /// iptables/ip6tables with the legacy x_tables backend (`iptables-legacy-save`).
     IptablesLegacy,
+    /// Not a rule: a kernel setting that decides (e.g. `net.ipv4.ip_forward = 0`).
+    Kernel,
 }
 
 impl fmt::Display for Backend {
@@ -45,6 +47,7 @@ impl fmt::Display for Backend {
             Backend::Nft => "nft",
             Backend::IptablesNft => "iptables-nft",
             Backend::IptablesLegacy => "iptables-legacy",
+            Backend::Kernel => "kernel",
         })
     }
 }
@@ -498,6 +501,10 @@ pub enum Match {
         /// `--limit-iface-in`: only addresses of the input interface count as LOCAL.
         limit_iface_in: bool,
     },
+    /// `-m rpfilter [--loose] [--invert]`, nft `fib saddr [. iif] oif exists|missing`: a route
+    /// back to the source exists (via the input interface when `strict`). Decided from the
+    /// host's routes (connected subnets and default routes); policy routing is not modelled.
+    ReversePath { strict: bool, negate: bool },
     /// `-m mark --mark V/M`, `meta mark and M == V`.
     Mark { value: u32, mask: u32, negate: bool },
     /// `-m connmark --mark`, `ct mark`: new connections start at 0.

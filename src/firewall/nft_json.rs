@@ -803,6 +803,8 @@ enum Sel {
     PktType,
     /// `fib ... type`: direction and whether `iif` is in the flags.
     FibType(Dir, bool),
+    /// `fib saddr [. mark] [. iif] oif`: nft's reverse-path check; whether `iif` is a flag.
+    FibOif(bool),
     /// Known but not decidable from host state (named in the message).
     Undecidable(String),
     Unknown,
@@ -1279,7 +1281,8 @@ impl RuleCx<'_> {
                     {
                         Sel::FibType(d, flags.contains(&"iif"))
                     }
-                    // `fib saddr . iif oif missing` is nft's rpfilter: depends on routes.
+                    // `fib saddr . iif oif missing` is nft's rpfilter (nft(8), FIB EXPRESSIONS).
+                    (Some("oif"), Some(Dir::Src)) => Sel::FibOif(flags.contains(&"iif")),
                     _ => Sel::Undecidable(render_expr(e)),
                 }
             }
@@ -1630,6 +1633,15 @@ impl RuleCx<'_> {
                     limit_iface_in: *iif,
                 })
             }
+            // `oif missing` is `== false`, `oif exists` is `== true`; any other comparison of
+            // the interface index stays unknown.
+            Sel::FibOif(iif) if eq => match values.first().copied() {
+                Some(Value::Bool(exists)) if values.len() == 1 => Some(Match::ReversePath {
+                    strict: *iif,
+                    negate: negate == *exists,
+                }),
+                _ => None,
+            },
             Sel::Undecidable(_) => Some(Match::Undecidable {
                 condition: cond(),
                 negate,
