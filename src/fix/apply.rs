@@ -31,6 +31,9 @@ const PENDING: &str = "pending-rollback.json";
 const CONFIRMED: &str = "confirmed";
 /// Tools may take a while on big rulesets; restoring must not be cut short by a tight bound.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// Seconds to wait for the xtables lock. Always given explicitly: `-w` takes an optional number
+/// and would otherwise swallow the file name that follows (iptables-restore(8) `--wait`).
+const WAIT: &str = "10";
 
 #[derive(Debug, Error)]
 pub enum ApplyError {
@@ -254,7 +257,7 @@ pub fn restore(dir: &Path) -> Result<(), String> {
         let r = match t {
             Touched::Iptables { backend, family } => {
                 // Without --noflush: each table in the dump is flushed and reloaded as it was.
-                run(restore_bin(*backend, *family), &["-w", &f]).map(|_| ())
+                run(restore_bin(*backend, *family), &["-w", WAIT, &f]).map(|_| ())
             }
             _ => continue,
         };
@@ -346,7 +349,7 @@ fn transact(plan: &Plan, dir: &Path, backup: &Path) -> Result<(), ApplyError> {
         let f = dir.join(format!("apply-{}.rules", restore_bin(b, tf)));
         write(&f, &text)?;
         let bin = restore_bin(b, tf);
-        if let Err(e) = run(bin, &["-w", "--noflush", &f.to_string_lossy()]) {
+        if let Err(e) = run(bin, &["-w", WAIT, "--noflush", &f.to_string_lossy()]) {
             return Err(fail(format!("{bin} --noflush"), e.to_string()));
         }
     }
@@ -454,7 +457,15 @@ pub fn rollback_pending(state_dir: &Path, force: bool) -> Result<Option<String>,
     let pending = state_dir.join(PENDING);
     let text = match fs::read_to_string(&pending) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // No state directory (or not a directory): nothing can be pending there.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(state_err(&pending)(e)),
     };
     let p: Pending = serde_json::from_str(&text)
@@ -605,7 +616,7 @@ pub fn revert(rp: &RevertPlan, state_dir: &Path) -> Result<Option<PathBuf>, Appl
         let f = dir.join(format!("revert-{}.rules", restore_bin(*b, *tf)));
         write(&f, text)?;
         let bin = restore_bin(*b, *tf);
-        if let Err(e) = run(bin, &["-w", "--noflush", &f.to_string_lossy()]) {
+        if let Err(e) = run(bin, &["-w", WAIT, "--noflush", &f.to_string_lossy()]) {
             return Err(fail(format!("{bin} --noflush"), e.to_string()));
         }
     }

@@ -234,7 +234,7 @@ pub fn iptables_files(plan: &Plan) -> Vec<((Backend, TableFamily), String)> {
     let mut out = Vec::new();
     for (key, tables) in per {
         let mut s = format!(
-            "# origin-audit fix for {} ({}): apply with `{} -w --noflush FILE` after the ipsets exist\n",
+            "# origin-audit fix for {} ({}): apply with `{} -w 10 --noflush FILE` after the ipsets exist\n",
             key.0,
             key.1,
             restore_bin(key.0, key.1)
@@ -276,7 +276,7 @@ pub fn iptables_script(plan: &Plan) -> String {
     for ((b, tf), text) in &files {
         let _ = write!(
             s,
-            "{} -w --noflush <<'EOF'\n{text}EOF\n",
+            "{} -w 10 --noflush <<'EOF'\n{text}EOF\n",
             restore_bin(*b, *tf)
         );
     }
