@@ -7,6 +7,7 @@
 //! - every control source behaves exactly as before,
 //! - a second `fix --apply` changes nothing (same dumps),
 //! - the dumps after equal the dumps before once origin-audit's own lines are taken out.
+//!
 //! Then the injected faults, each of which must leave the original ruleset in place: a restore
 //! tool failing half-way, the process killed during the confirm wait (the next run restores),
 //! an unwritable backup directory (nothing applied), a re-read disagreeing with the proof
@@ -426,10 +427,7 @@ fn reprobe(lab: &netns::Lab, exe: &str, before: &[Probe]) -> Result<Vec<Probe>, 
 }
 
 fn listening(sc: &Scenario, p: &Probe) -> bool {
-    match sc.listen_mode(p.port) {
-        ListenMode::All => true,
-        _ => false,
-    }
+    matches!(sc.listen_mode(p.port), ListenMode::All)
 }
 
 /// Cloudflare now through everywhere; controls exactly as before.
