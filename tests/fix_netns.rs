@@ -34,7 +34,7 @@ use kernel::{Outcome, Probe};
 use scenario::{ListenMode, Scenario};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 /// First argument that turns this binary into a helper inside a namespace (used by the lab).
@@ -91,6 +91,111 @@ COMMIT\n\
 * * accept\n",
     ),
 ];
+
+/// Expectations for the ufw case; the rules come from the ufw commands in [`UFW_SETUP`].
+const UFW_SCN: &str = "# what: ufw: default deny, ssh open, 80 open to 198.51.100.0/24 only, deny from a Cloudflare /20\n\
+[expect]\n\
+* 0.0.0.0/0 drop\n\
+* ::/0 drop\n\
+80 198.51.100.0/24 accept\n\
+* 173.245.48.0/20 drop\n";
+
+const UFW_SETUP: &[&str] = &[
+    "ufw default deny incoming",
+    "ufw allow 22/tcp",
+    "ufw allow from 198.51.100.0/24 to any port 80 proto tcp",
+    "ufw deny from 173.245.48.0/20",
+    "ufw --force enable",
+];
+
+/// `/etc/netns/NS/{ufw,default}`: `ip netns exec` bind-mounts them over /etc (ip-netns(8)), so
+/// ufw's configuration and user rules stay inside the namespace. Removed on drop.
+struct UfwConf(PathBuf);
+impl Drop for UfwConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("cp -a {} {} failed", from.display(), to.display()))
+    }
+}
+
+fn ufw_case(n: usize, path: &Path, exe: &str) -> Result<String, Vec<String>> {
+    if !Path::new("/usr/sbin/ufw").exists() {
+        return Err(vec![
+            "ufw is not installed: the ufw case was NOT run".into(),
+        ]);
+    }
+    let sc = Scenario::load(path).map_err(|e| vec![e])?;
+    let base = format!("oa-k-{}-{}-o", std::process::id(), 200 + n);
+    let conf = UfwConf(PathBuf::from("/etc/netns").join(&base));
+    std::fs::create_dir_all(&conf.0).map_err(|e| vec![e.to_string()])?;
+    copy_dir(Path::new("/etc/ufw"), &conf.0.join("ufw")).map_err(|e| vec![e])?;
+    copy_dir(Path::new("/etc/default"), &conf.0.join("default")).map_err(|e| vec![e])?;
+    let sh = |lab: &netns::Lab, cmd: &str| -> Result<netns::Output, String> {
+        let mut c = lab.in_origin("sh");
+        c.args(["-c", cmd]);
+        netns::must(&mut c, None)
+    };
+    let (lab, before) = setup_with(200 + n, &sc, exe, &|lab| {
+        if lab.origin != base {
+            return Err(format!("lab namespace {} is not {base}", lab.origin));
+        }
+        for c in UFW_SETUP {
+            sh(lab, c)?;
+        }
+        Ok(())
+    })?;
+    let mut c = lab.in_origin(BIN);
+    c.args(["fix", "--offline", "--emit", "ufw"]);
+    let out = netns::run(&mut c, None, Duration::from_secs(120)).map_err(|e| vec![e])?;
+    if out.code != Some(1) || !out.stdout.contains("ufw ") {
+        return Err(vec![format!(
+            "fix --emit ufw: exit {:?}: {}{}",
+            out.code, out.stdout, out.stderr
+        )]);
+    }
+    let cmds: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ufw "))
+        .collect();
+    for c in &cmds {
+        sh(&lab, c).map_err(|e| vec![e])?;
+    }
+    // What a reload keeps: ufw rewrites the kernel rules from its own files.
+    sh(&lab, "ufw reload").map_err(|e| vec![e])?;
+    let after = reprobe(&lab, exe, &before).map_err(|e| vec![e])?;
+    let fails = compare_probes(&sc, &before, &after);
+    if !fails.is_empty() {
+        return Err(fails);
+    }
+    // And origin-audit agrees: nothing left to fix.
+    let mut c = lab.in_origin(BIN);
+    c.args(["fix", "--offline"]);
+    let out = netns::run(&mut c, None, Duration::from_secs(120)).map_err(|e| vec![e])?;
+    if out.code != Some(0) {
+        return Err(vec![format!(
+            "after the ufw form, fix still proposes: {}",
+            out.stdout
+        )]);
+    }
+    Ok(format!(
+        " ({} ufw commands, survived `ufw reload`)",
+        cmds.len()
+    ))
+}
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -155,6 +260,10 @@ fn main() -> ExitCode {
             .to_string();
         cases.push((name.clone(), Case::Apply(p.clone())));
     }
+    let ufw_scn = tmp.path().join("ufw-emitted-form.scn");
+    if std::fs::write(&ufw_scn, UFW_SCN).is_ok() {
+        cases.push(("ufw-emitted-form".into(), Case::Ufw(ufw_scn)));
+    }
     let s01 = dir.join("01-nft-drop-one-range.scn");
     let s18 = dir.join("18-mixed-backends.scn");
     for (name, f) in [
@@ -210,6 +319,8 @@ enum Fault {
 
 enum Case {
     Apply(PathBuf),
+    /// The emitted ufw form, run with the real ufw (config isolated per namespace).
+    Ufw(PathBuf),
     Fault(PathBuf, Fault),
 }
 
@@ -391,6 +502,16 @@ fn ports_arg(_lab: &netns::Lab) -> String {
 }
 
 fn setup(n: usize, sc: &Scenario, exe: &str) -> Result<(netns::Lab, Vec<Probe>), Vec<String>> {
+    setup_with(n, sc, exe, &|_| Ok(()))
+}
+
+/// Builds the lab; `pre` runs after the scenario's rules are loaded and before the probes.
+fn setup_with(
+    n: usize,
+    sc: &Scenario,
+    exe: &str,
+    pre: &dyn Fn(&netns::Lab) -> Result<(), String>,
+) -> Result<(netns::Lab, Vec<Probe>), Vec<String>> {
     PORTS.with(|p| {
         *p.borrow_mut() = sc
             .ports
@@ -405,6 +526,7 @@ fn setup(n: usize, sc: &Scenario, exe: &str) -> Result<(netns::Lab, Vec<Probe>),
     lab.start_listeners(sc, exe)
         .map_err(|e| vec![format!("listeners: {e}")])?;
     lab.load_rules(sc).map_err(|e| vec![e])?;
+    pre(&lab).map_err(|e| vec![e])?;
     kernel::run_probes(&lab, exe, &mut probes).map_err(|e| vec![format!("probing: {e}")])?;
     // The scenario must be kernel truth before anything is concluded from it.
     let bad = kernel::check(sc, &probes);
@@ -482,6 +604,7 @@ fn run_case(
 ) -> Result<String, Vec<String>> {
     match case {
         Case::Apply(p) => apply_case(n, p, exe, state),
+        Case::Ufw(p) => ufw_case(n, p, exe),
         Case::Fault(p, f) => fault_case(n, p, *f, exe, state, tmp),
     }
 }
