@@ -847,8 +847,8 @@ fn fault_case(
             if !dumps(&lab).contains("origin-audit") {
                 return Err(vec!["the change vanished before the next run".into()]);
             }
-            // The next run (here a dry run from a timer: --rollback-pending) restores.
-            let out = fix(&lab, state, &["--rollback-pending"], None).map_err(|e| vec![e])?;
+            // The next run — any `fix`, here a plain dry run — restores first.
+            let out = fix(&lab, state, &[], None).map_err(|e| vec![e])?;
             note = format!(" ({})", out.stderr.trim());
         }
         Fault::Revert => {

@@ -437,3 +437,77 @@ fn revert_deletes_exactly_the_commented_rules() {
     assert!(!text.contains("admin"), "{text}");
     assert_eq!(rp.ipset, "destroy cloudflare_v4\n");
 }
+
+#[test]
+fn cli_dry_run_json_and_emit() {
+    let bin = env!("CARGO_BIN_EXE_origin-audit");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("v4.rules");
+    std::fs::write(&f, TWO_CULPRITS).unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["fix", "--offline", "--format", "json", "--iptables-save"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    // A fix is offered: exit 1 (dry run, changes pending).
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "origin-audit-fix/1");
+    assert_eq!(v["offerable"], true);
+    assert_eq!(v["plan"]["proof"]["provider_all_accept"], true);
+    assert_eq!(
+        v["plan"]["proof"]["control_changes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(
+        v["plan"]["before"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["verdict"] == "drop")
+    );
+    assert!(
+        v["plan"]["after"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["verdict"] == "accept")
+    );
+    assert!(
+        v["forms"]["iptables"]
+            .as_str()
+            .unwrap()
+            .contains("iptables-nft-restore -w 10 --noflush")
+    );
+    // --emit prints exactly that form and nothing else.
+    let out = std::process::Command::new(bin)
+        .args(["fix", "--offline", "--emit", "iptables", "--iptables-save"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("#!/bin/sh\n"), "{text}");
+    assert!(
+        text.contains("ipset restore <<'EOF'\ncreate cloudflare_v4 hash:net family inet -exist"),
+        "{text}"
+    );
+    assert!(!text.contains("Proof"), "{text}");
+    // --apply refuses saved dumps: it only works on the live host.
+    let out = std::process::Command::new(bin)
+        .args(["fix", "--offline", "--apply", "--state-dir"])
+        .arg(dir.path())
+        .arg("--iptables-save")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("live host"));
+}

@@ -363,12 +363,14 @@ fn state_err(path: &Path) -> impl FnOnce(io::Error) -> ApplyError + '_ {
     }
 }
 
-/// Applies an offerable plan: backup, transaction, `verify` (re-read the kernel and re-analyse;
+/// Applies an offerable plan: backup, `precheck` (the rules are still those planned on),
+/// transaction, `verify` (re-read the kernel and re-analyse;
 /// `Err(reason)` when the result is not what the proof promised), then the optional confirm wait.
 /// Any failure after the backup restores it. Returns the backup directory.
 pub fn apply(
     plan: &Plan,
     cfg: &Config,
+    precheck: &dyn Fn() -> Result<(), String>,
     verify: &dyn Fn() -> Result<(), String>,
 ) -> Result<PathBuf, ApplyError> {
     if !plan.offerable() {
@@ -377,6 +379,13 @@ pub fn apply(
         ));
     }
     let dir = backup(&cfg.state_dir, &touched(plan), "apply")?;
+    // The plan's positions are only right for the ruleset it was made on: a rule added since
+    // (fail2ban, an admin) would shift them. Checked after the backup, right before writing.
+    if let Err(reason) = precheck() {
+        return Err(ApplyError::Other(format!(
+            "the ruleset changed since it was read ({reason}); nothing was applied — run again"
+        )));
+    }
     let pending = cfg.state_dir.join(PENDING);
     let confirmed = cfg.state_dir.join(CONFIRMED);
     if let Some(t) = cfg.confirm_timeout {

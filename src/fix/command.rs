@@ -55,7 +55,7 @@ pub fn run(args: FixArgs) -> anyhow::Result<u8> {
             2
         });
     }
-    if live && (args.apply || args.revert || args.rollback_pending) {
+    if live {
         // A previous `--apply --confirm-timeout` killed while waiting: restore before anything.
         if let Some(msg) = apply::rollback_pending(&state_dir, args.rollback_pending)? {
             eprintln!("origin-audit: {msg}");
@@ -179,7 +179,17 @@ pub fn run(args: FixArgs) -> anyhow::Result<u8> {
         }
         Ok(())
     };
-    match apply::apply(&plan, &cfg, &verify) {
+    let shape = rule_shape(&prepared.ruleset);
+    let precheck = || -> Result<(), String> {
+        let snap2 = collect::snapshot(&args.input).map_err(|e| format!("re-read: {e:#}"))?;
+        let p2 = analysis::prepare(&snap2);
+        if rule_shape(&p2.ruleset) == shape {
+            Ok(())
+        } else {
+            Err("rules were added, removed or moved".into())
+        }
+    };
+    match apply::apply(&plan, &cfg, &precheck, &verify) {
         Ok(dir) => {
             print_plan(&plan, args.format, &v4, &v6)?;
             println!(
@@ -193,6 +203,26 @@ pub fn run(args: FixArgs) -> anyhow::Result<u8> {
             Ok(2)
         }
     }
+}
+
+/// Every chain's rules as (table, chain, position, text): what the plan's positions rest on.
+/// Set elements are left out on purpose: ban lists change all the time without moving rules.
+fn rule_shape(rs: &crate::firewall::Ruleset) -> Vec<(String, String, usize, String)> {
+    rs.tables
+        .iter()
+        .flat_map(|t| {
+            t.chains.iter().flat_map(move |c| {
+                c.rules.iter().map(move |r| {
+                    (
+                        format!("{} {} {}", t.backend, t.family, t.name),
+                        c.name.clone(),
+                        r.source.position,
+                        r.source.text.clone(),
+                    )
+                })
+            })
+        })
+        .collect()
 }
 
 fn plan_families(plan: &Plan, snap: &Snapshot, opts: &Options) -> Vec<crate::firewall::Family> {

@@ -571,8 +571,9 @@ pub fn human(plan: &Plan, v4: &[String], v6: &[String]) -> String {
         };
         let _ = writeln!(
             s,
-            "  + {} {} {} {at}: {}\n      culprit {}: {}",
+            "  + {} {} {} {} {at}: {}\n      culprit {}: {}",
             a.backend,
+            a.table_family,
             a.table,
             a.chain,
             rule_text(a),
