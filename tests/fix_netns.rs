@@ -260,6 +260,10 @@ fn main() -> ExitCode {
             .to_string();
         cases.push((name.clone(), Case::Apply(p.clone())));
     }
+    cases.push((
+        "remove-banned-f2b".into(),
+        Case::RemoveBanned(tmp.path().join("fix-f2b-ipset-ban.scn")),
+    ));
     let ufw_scn = tmp.path().join("ufw-emitted-form.scn");
     if std::fs::write(&ufw_scn, UFW_SCN).is_ok() {
         cases.push(("ufw-emitted-form".into(), Case::Ufw(ufw_scn)));
@@ -319,6 +323,8 @@ enum Fault {
 
 enum Case {
     Apply(PathBuf),
+    /// `fix --apply --remove-banned` on a ban list holding a Cloudflare address.
+    RemoveBanned(PathBuf),
     /// The emitted ufw form, run with the real ufw (config isolated per namespace).
     Ufw(PathBuf),
     Fault(PathBuf, Fault),
@@ -605,6 +611,7 @@ fn run_case(
     match case {
         Case::Apply(p) => apply_case(n, p, exe, state),
         Case::Ufw(p) => ufw_case(n, p, exe),
+        Case::RemoveBanned(p) => remove_banned_case(n, p, exe, state),
         Case::Fault(p, f) => fault_case(n, p, *f, exe, state, tmp),
     }
 }
@@ -687,6 +694,45 @@ fn apply_case(n: usize, path: &Path, exe: &str, state: &Path) -> Result<String, 
     } else {
         Err(fails)
     }
+}
+
+fn remove_banned_case(
+    n: usize,
+    path: &Path,
+    exe: &str,
+    state: &Path,
+) -> Result<String, Vec<String>> {
+    let sc = Scenario::load(path).map_err(|e| vec![e])?;
+    let (lab, before) = setup(300 + n, &sc, exe)?;
+    let d0 = dumps(&lab);
+    let out = fix(&lab, state, &["--apply", "--remove-banned"], None).map_err(|e| vec![e])?;
+    if out.code != Some(0) {
+        return Err(vec![format!("exit {:?}: {}", out.code, out.stderr.trim())]);
+    }
+    let mut fails = compare_probes(&sc, &before, &after_probes(&lab, exe, &before)?);
+    let d1 = dumps(&lab);
+    // The Cloudflare entry left the ban set; the control's ban stays; no accept rule was needed.
+    if d1.contains("add f2b-nginx 173.245.48.1") || !d1.contains("add f2b-nginx 198.51.100.7") {
+        fails.push(format!("ban set not as expected:\n{d1}"));
+    }
+    if d1.contains("origin-audit") {
+        fails.push(format!(
+            "an accept was added although removing the ban suffices:\n{d1}"
+        ));
+    }
+    if !out.stdout.contains("ignoreip") {
+        fails.push(format!("no fail2ban advice in the output:\n{}", out.stdout));
+    }
+    let _ = d0;
+    if fails.is_empty() {
+        Ok(String::new())
+    } else {
+        Err(fails)
+    }
+}
+
+fn after_probes(lab: &netns::Lab, exe: &str, before: &[Probe]) -> Result<Vec<Probe>, Vec<String>> {
+    reprobe(lab, exe, before).map_err(|e| vec![e])
 }
 
 fn stub(dir: &Path, name: &str, body: &str) -> Result<(), String> {

@@ -193,8 +193,13 @@ pub fn run(args: FixArgs) -> anyhow::Result<u8> {
         Ok(dir) => {
             print_plan(&plan, args.format, &v4, &v6)?;
             println!(
-                "applied and verified against the kernel (backup {}; undo with `origin-audit fix --revert`)",
-                dir.display()
+                "applied and verified against the kernel (backup {}; `origin-audit fix --revert` removes the added rules{})",
+                dir.display(),
+                if plan.remove_banned && plan.has_ban_removals() {
+                    "; removed ban entries are not re-added by it"
+                } else {
+                    ""
+                }
             );
             Ok(0)
         }

@@ -555,14 +555,18 @@ pub fn human(plan: &Plan, v4: &[String], v6: &[String]) -> String {
         if plan.additions.len() == 1 { "" } else { "s" },
         plan.rounds,
         if plan.rounds == 1 { "" } else { "s" },
-        plan.sets
-            .iter()
-            .map(|p| match &p.home {
-                SetHome::Nft { family, table } => format!("nft {family} {table} @{}", p.name),
-                SetHome::Ipset => format!("ipset {}", p.name),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        if plan.sets.is_empty() {
+            "none".to_string()
+        } else {
+            plan.sets
+                .iter()
+                .map(|p| match &p.home {
+                    SetHome::Nft { family, table } => format!("nft {family} {table} @{}", p.name),
+                    SetHome::Ipset => format!("ipset {}", p.name),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
     for a in &plan.additions {
         let at = match &a.anchor {
