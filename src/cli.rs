@@ -25,6 +25,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Write everything `check` reads (listeners, interfaces, raw dumps, ranges) as JSON.
     Snapshot(SnapshotArgs),
+    /// Plan (default: dry run), prove, emit or apply the rules that let Cloudflare through.
+    Fix(FixArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -125,4 +127,48 @@ pub struct SnapshotArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+/// The forms `fix --emit` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmitForm {
+    Nft,
+    Iptables,
+    Ufw,
+    Firewalld,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FixArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Ports to audit, comma separated (default 80,443).
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub ports: Vec<u16>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Print only this form of the fix on standard output (for configuration management).
+    #[arg(long, value_enum, value_name = "FORM")]
+    pub emit: Option<EmitForm>,
+    /// Apply the fix: backup, one transaction per backend, re-read, roll back on disagreement.
+    #[arg(long, conflicts_with_all = ["emit", "revert", "confirm"])]
+    pub apply: bool,
+    /// Also remove Cloudflare's entries from ban sets (ipset del / nft delete element).
+    #[arg(long)]
+    pub remove_banned: bool,
+    /// With --apply: roll back unless `origin-audit fix --confirm` arrives within SECS.
+    #[arg(long, value_name = "SECS", requires = "apply")]
+    pub confirm_timeout: Option<u64>,
+    /// Keep a change applied with --confirm-timeout.
+    #[arg(long)]
+    pub confirm: bool,
+    /// Restore a change whose --confirm-timeout wait was interrupted (for a systemd timer).
+    #[arg(long)]
+    pub rollback_pending: bool,
+    /// Remove exactly the rules and sets origin-audit added.
+    #[arg(long, conflicts_with_all = ["emit", "confirm"])]
+    pub revert: bool,
+    /// Backups and the pending-rollback marker (default /var/lib/origin-audit).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }

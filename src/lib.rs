@@ -9,6 +9,7 @@ pub mod cli;
 pub mod collect;
 pub mod findings;
 pub mod firewall;
+pub mod fix;
 pub mod ranges;
 pub mod render;
 pub mod snapshot;

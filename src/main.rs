@@ -34,6 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Check(args) => check(args),
         Command::Explain(args) => explain(args),
+        Command::Fix(args) => origin_audit::fix::command::run(args),
     }
 }
 

@@ -1231,6 +1231,27 @@ pub fn explain(
     )
 }
 
+/// Verdicts of new connections from arbitrary address blocks (one evaluation per block, at its
+/// first address), with `ruleset` instead of the snapshot's own. Additive helper for `fix`, which
+/// compares control sources (everything outside the provider ranges) before and after a change.
+/// The caller must split `blocks` at every cut of the ruleset ([`blocks::Cuts`]) so that one
+/// address decides for the whole block; blocks of a family the target does not analyse are
+/// evaluated all the same.
+pub fn block_verdicts(
+    snap: &Snapshot,
+    ruleset: &Ruleset,
+    opts: &Options,
+    blocks: &[AddrRange],
+    port: u16,
+) -> Vec<Classified> {
+    let t = target(snap, opts);
+    let ev = Evaluator::new(ruleset, host_facts(snap, &t));
+    blocks
+        .iter()
+        .map(|b| classify(&ev.evaluate(&packet(&t, b.family, b.start, port, false))))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

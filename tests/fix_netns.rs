@@ -1,0 +1,971 @@
+//! `fix --apply` against the real kernel, in private network namespaces.
+//!
+//! For every kernel scenario (`tests/scenarios/*.scn`, read-only, via the kernel suite's own lab
+//! modules) and a few of this file's own: build the lab, probe with real SYNs (before), run
+//! `origin-audit fix --apply` in the origin, probe again (after), and check that
+//! - every Cloudflare source now connects on every audited port (refused where nothing listens),
+//! - every control source behaves exactly as before,
+//! - a second `fix --apply` changes nothing (same dumps),
+//! - the dumps after equal the dumps before once origin-audit's own lines are taken out.
+//!
+//! Then the injected faults, each of which must leave the original ruleset in place: a restore
+//! tool failing half-way, the process killed during the confirm wait (the next run restores),
+//! an unwritable backup directory (nothing applied), a re-read disagreeing with the proof
+//! (automatic rollback), and no confirmation in time.
+//!
+//! `harness = false` (the lab re-executes this binary as its listener/probe helper).
+//! Usage: `cargo test --test fix_netns [-- NAME…]`; needs root, `ip`, `nft`. Without them it
+//! fails saying it was not run. Must not touch the root namespace's firewall.
+
+#[allow(dead_code)]
+#[path = "kernel/kernel.rs"]
+mod kernel;
+#[allow(dead_code)]
+#[path = "kernel/netns.rs"]
+mod netns;
+#[allow(dead_code)]
+#[path = "kernel/roles.rs"]
+mod roles;
+#[allow(dead_code)]
+#[path = "kernel/scenario.rs"]
+mod scenario;
+
+use kernel::{Outcome, Probe};
+use scenario::{ListenMode, Scenario};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+/// First argument that turns this binary into a helper inside a namespace (used by the lab).
+pub const ROLE_ARG: &str = "__oa_role";
+const BIN: &str = env!("CARGO_BIN_EXE_origin-audit");
+
+/// Scenarios of this file: situations the kernel suite has no scenario for.
+const OWN: &[(&str, &str)] = &[
+    (
+        "fix-f2b-ipset-ban",
+        "# what: fail2ban-style ipset ban list holding a Cloudflare /24, plus a ban of a control\n\
+[ipset]\n\
+create f2b-nginx hash:ip family inet hashsize 1024 maxelem 65536\n\
+add f2b-nginx 173.245.48.1\n\
+add f2b-nginx 198.51.100.7\n\
+[iptables]\n\
+*filter\n\
+:INPUT ACCEPT [0:0]\n\
+:FORWARD ACCEPT [0:0]\n\
+:OUTPUT ACCEPT [0:0]\n\
+:f2b-nginx - [0:0]\n\
+-A INPUT -p tcp -m multiport --dports 80,443 -j f2b-nginx\n\
+-A f2b-nginx -m set --match-set f2b-nginx src -j REJECT --reject-with icmp-port-unreachable\n\
+-A f2b-nginx -j RETURN\n\
+COMMIT\n\
+[expect]\n\
+* 173.245.48.1/32 reject\n\
+* 198.51.100.7/32 reject\n\
+* * accept\n",
+    ),
+    (
+        "fix-nft-and-ip6tables-policy",
+        "# what: nft input policy drop with only ssh open, ip6tables-nft drops a v6 range\n\
+[nft]\n\
+table ip fw {\n\
+  chain input {\n\
+    type filter hook input priority 0; policy drop;\n\
+    ct state established,related accept\n\
+    tcp dport 22 accept\n\
+    ip saddr 198.51.100.0/24 tcp dport 80 accept\n\
+  }\n\
+}\n\
+[ip6tables]\n\
+*filter\n\
+:INPUT ACCEPT [0:0]\n\
+:FORWARD ACCEPT [0:0]\n\
+:OUTPUT ACCEPT [0:0]\n\
+-A INPUT -s 2400:cb00::/32 -p tcp -j DROP\n\
+COMMIT\n\
+[expect]\n\
+* 0.0.0.0/0 drop\n\
+80 198.51.100.0/24 accept\n\
+* 2400:cb00::/32 drop\n\
+* * accept\n",
+    ),
+];
+
+/// Expectations for the ufw case; the rules come from the ufw commands in [`UFW_SETUP`].
+const UFW_SCN: &str = "# what: ufw: default deny, ssh open, 80 open to 198.51.100.0/24 only, deny from a Cloudflare /20\n\
+[expect]\n\
+* 0.0.0.0/0 drop\n\
+* ::/0 drop\n\
+80 198.51.100.0/24 accept\n\
+* 173.245.48.0/20 drop\n";
+
+const UFW_SETUP: &[&str] = &[
+    "ufw default deny incoming",
+    "ufw allow 22/tcp",
+    "ufw allow from 198.51.100.0/24 to any port 80 proto tcp",
+    "ufw deny from 173.245.48.0/20",
+    "ufw --force enable",
+];
+
+/// `/etc/netns/NS/{ufw,default}`: `ip netns exec` bind-mounts them over /etc (ip-netns(8)), so
+/// ufw's configuration and user rules stay inside the namespace. Removed on drop.
+struct UfwConf(PathBuf);
+impl Drop for UfwConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("cp -a {} {} failed", from.display(), to.display()))
+    }
+}
+
+fn ufw_case(n: usize, path: &Path, exe: &str) -> Result<String, Vec<String>> {
+    if !Path::new("/usr/sbin/ufw").exists() {
+        return Err(vec![
+            "ufw is not installed: the ufw case was NOT run".into(),
+        ]);
+    }
+    let sc = Scenario::load(path).map_err(|e| vec![e])?;
+    let base = format!("oa-k-{}-{}-o", std::process::id(), 200 + n);
+    let conf = UfwConf(PathBuf::from("/etc/netns").join(&base));
+    std::fs::create_dir_all(&conf.0).map_err(|e| vec![e.to_string()])?;
+    copy_dir(Path::new("/etc/ufw"), &conf.0.join("ufw")).map_err(|e| vec![e])?;
+    copy_dir(Path::new("/etc/default"), &conf.0.join("default")).map_err(|e| vec![e])?;
+    let sh = |lab: &netns::Lab, cmd: &str| -> Result<netns::Output, String> {
+        let mut c = lab.in_origin("sh");
+        c.args(["-c", cmd]);
+        netns::must(&mut c, None)
+    };
+    let (lab, before) = setup_with(200 + n, &sc, exe, &|lab| {
+        if lab.origin != base {
+            return Err(format!("lab namespace {} is not {base}", lab.origin));
+        }
+        for c in UFW_SETUP {
+            sh(lab, c)?;
+        }
+        Ok(())
+    })?;
+    let mut c = lab.in_origin(BIN);
+    c.args(["fix", "--offline", "--emit", "ufw"]);
+    let out = netns::run(&mut c, None, Duration::from_secs(120)).map_err(|e| vec![e])?;
+    if out.code != Some(1) || !out.stdout.contains("ufw ") {
+        return Err(vec![format!(
+            "fix --emit ufw: exit {:?}: {}{}",
+            out.code, out.stdout, out.stderr
+        )]);
+    }
+    let cmds: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ufw "))
+        .collect();
+    for c in &cmds {
+        sh(&lab, c).map_err(|e| vec![e])?;
+    }
+    // What a reload keeps: ufw rewrites the kernel rules from its own files.
+    sh(&lab, "ufw reload").map_err(|e| vec![e])?;
+    let after = reprobe(&lab, exe, &before).map_err(|e| vec![e])?;
+    let fails = compare_probes(&sc, &before, &after);
+    if !fails.is_empty() {
+        return Err(fails);
+    }
+    // And origin-audit agrees: nothing left to fix.
+    let mut c = lab.in_origin(BIN);
+    c.args(["fix", "--offline"]);
+    let out = netns::run(&mut c, None, Duration::from_secs(120)).map_err(|e| vec![e])?;
+    if out.code != Some(0) {
+        return Err(vec![format!(
+            "after the ufw form, fix still proposes: {}",
+            out.stdout
+        )]);
+    }
+    Ok(format!(
+        " ({} ufw commands, survived `ufw reload`)",
+        cmds.len()
+    ))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(ROLE_ARG) {
+        return ExitCode::from(u8::try_from(roles::main(&args[1..])).unwrap_or(2));
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if !is_root() {
+        eprintln!("fix_netns: not root — the namespace tests were NOT run");
+        return ExitCode::FAILURE;
+    }
+    // Bounded: the whole run may not exceed this, whatever hangs.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(900));
+        eprintln!("fix_netns: WATCHDOG: cleaning up and failing");
+        netns::cleanup_all();
+        std::process::exit(3);
+    });
+    let exe = match std::env::current_exe() {
+        Ok(p) => p.to_string_lossy().into_owned(),
+        Err(e) => {
+            eprintln!("cannot find this binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tmp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tempdir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut cases: Vec<(String, Case)> = vec![];
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "scn"));
+    files.sort();
+    for (name, text) in OWN {
+        let p = tmp.path().join(format!("{name}.scn"));
+        if std::fs::write(&p, text).is_ok() {
+            files.push(p);
+        }
+    }
+    for p in files {
+        let name = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_string();
+        cases.push((name.clone(), Case::Apply(p.clone())));
+    }
+    cases.push((
+        "remove-banned-f2b".into(),
+        Case::RemoveBanned(tmp.path().join("fix-f2b-ipset-ban.scn")),
+    ));
+    let ufw_scn = tmp.path().join("ufw-emitted-form.scn");
+    if std::fs::write(&ufw_scn, UFW_SCN).is_ok() {
+        cases.push(("ufw-emitted-form".into(), Case::Ufw(ufw_scn)));
+    }
+    let s01 = dir.join("01-nft-drop-one-range.scn");
+    let s18 = dir.join("18-mixed-backends.scn");
+    for (name, f) in [
+        ("fault-restore-fails-halfway", Fault::HalfWay),
+        ("fault-killed-in-confirm-wait", Fault::Killed),
+        ("fault-unwritable-backup", Fault::NoBackup),
+        ("fault-reread-disagrees", Fault::Disagree),
+        ("fault-not-confirmed", Fault::NotConfirmed),
+        ("revert-removes-only-ours", Fault::Revert),
+    ] {
+        let sc = if f == Fault::HalfWay { &s18 } else { &s01 };
+        cases.push((name.into(), Case::Fault(sc.clone(), f)));
+    }
+    cases.retain(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())));
+    let mut failed = vec![];
+    for (i, (name, case)) in cases.iter().enumerate() {
+        let t = std::time::Instant::now();
+        let state = tmp.path().join(format!("state-{i}"));
+        let r = std::thread::scope(|s| {
+            s.spawn(|| run_case(i, case, &exe, &state, tmp.path()))
+                .join()
+                .unwrap_or_else(|_| Err(vec!["harness panicked".into()]))
+        });
+        match r {
+            Ok(note) => eprintln!("  {name:<40} ok ({:.1} s){note}", t.elapsed().as_secs_f64()),
+            Err(f) => {
+                eprintln!("  {name:<40} FAILED ({:.1} s)", t.elapsed().as_secs_f64());
+                for x in &f {
+                    eprintln!("      - {x}");
+                }
+                failed.push(name.clone());
+            }
+        }
+    }
+    if failed.is_empty() {
+        eprintln!("fix_netns: {} case(s) passed", cases.len());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("fix_netns: FAILED: {}", failed.join(", "));
+        ExitCode::FAILURE
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    HalfWay,
+    Killed,
+    NoBackup,
+    Disagree,
+    NotConfirmed,
+    Revert,
+}
+
+enum Case {
+    Apply(PathBuf),
+    /// `fix --apply --remove-banned` on a ban list holding a Cloudflare address.
+    RemoveBanned(PathBuf),
+    /// The emitted ufw form, run with the real ufw (config isolated per namespace).
+    Ufw(PathBuf),
+    Fault(PathBuf, Fault),
+}
+
+fn cloudflare() -> Vec<ipnet::IpNet> {
+    match origin_audit::ranges::cloudflare().bundled_ranges() {
+        Ok(r) => r
+            .ipv4
+            .iter()
+            .map(|n| ipnet::IpNet::V4(*n))
+            .chain(r.ipv6.iter().map(|n| ipnet::IpNet::V6(*n)))
+            .collect(),
+        Err(_) => vec![],
+    }
+}
+
+fn is_cf(a: IpAddr) -> bool {
+    cloudflare().iter().any(|n| n.contains(&a))
+}
+
+/// Everything the firewall holds, as the tools print it, normalised for comparison: counters
+/// zeroed, `#` header lines (timestamps) dropped.
+fn dumps(lab: &netns::Lab) -> String {
+    let mut s = String::new();
+    let mut texts = vec![];
+    for (prog, args) in [
+        ("nft", &["list", "ruleset"][..]),
+        ("iptables-nft-save", &[][..]),
+        ("ip6tables-nft-save", &[][..]),
+        ("iptables-legacy-save", &[][..]),
+        ("ip6tables-legacy-save", &[][..]),
+        ("ipset", &["save"][..]),
+    ] {
+        let mut c = lab.in_origin(prog);
+        c.args(args);
+        let out = netns::run(&mut c, None, Duration::from_secs(20))
+            .map(|o| o.stdout)
+            .unwrap_or_else(|e| format!("<{e}>"));
+        texts.push((prog, out));
+    }
+    // iptables-nft's tables appear in `nft list ruleset` too, with opaque `xt` matches that hide
+    // comments: they are compared through iptables-nft-save only.
+    let mut owned = vec![];
+    for (prog, text) in &texts {
+        let fam = match *prog {
+            "iptables-nft-save" => "ip",
+            "ip6tables-nft-save" => "ip6",
+            _ => continue,
+        };
+        for l in text.lines() {
+            if let Some(t) = l.strip_prefix('*') {
+                owned.push(format!("table {fam} {t} {{"));
+            }
+        }
+    }
+    for (prog, out) in texts {
+        s.push_str(&format!("=== {prog}\n"));
+        let mut skip = false;
+        for l in out.lines() {
+            if prog == "nft" {
+                if owned.iter().any(|o| o == l) {
+                    skip = true;
+                }
+                if skip {
+                    if l == "}" {
+                        skip = false;
+                    }
+                    continue;
+                }
+            }
+            // Comment lines carry timestamps; nft's blank lines only separate blocks.
+            if l.trim_start().starts_with('#') || l.trim().is_empty() {
+                continue;
+            }
+            s.push_str(&zero_counters(l));
+            s.push('\n');
+        }
+    }
+    s
+}
+
+fn zero_counters(l: &str) -> String {
+    // iptables-save chain lines `:INPUT ACCEPT [12:720]`, nft `counter packets 3 bytes 180`.
+    let mut out = String::new();
+    let mut rest = l;
+    while let Some(i) = rest.find('[') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        match after.find(']') {
+            Some(j)
+                if after[1..j]
+                    .split(':')
+                    .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                out.push_str("[0:0]");
+                rest = &after[j + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    let words: Vec<&str> = out.split(' ').collect();
+    let mut w2 = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        if (words[i] == "packets" || words[i] == "bytes") && i + 1 < words.len() {
+            w2.push(words[i].to_string());
+            w2.push("N".into());
+            i += 2;
+            continue;
+        }
+        w2.push(words[i].to_string());
+        i += 1;
+    }
+    w2.join(" ")
+}
+
+/// The dumps with origin-audit's own additions taken out: rules with its comment, the
+/// `cloudflare_v4/v6` nft set blocks and ipset lines.
+fn without_ours(d: &str) -> String {
+    let mut out = String::new();
+    let mut skip_depth = 0usize;
+    for l in d.lines() {
+        let t = l.trim();
+        if skip_depth > 0 {
+            skip_depth += t.matches('{').count();
+            skip_depth -= t.matches('}').count().min(skip_depth);
+            continue;
+        }
+        if t.starts_with("set cloudflare_v4 {") || t.starts_with("set cloudflare_v6 {") {
+            skip_depth =
+                t.matches('{').count() - t.matches('}').count().min(t.matches('{').count());
+            continue;
+        }
+        if t.contains("origin-audit")
+            || t.starts_with("create cloudflare_v")
+            || t.starts_with("add cloudflare_v")
+        {
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+fn fix(
+    lab: &netns::Lab,
+    state: &Path,
+    extra: &[&str],
+    path_prefix: Option<&Path>,
+) -> Result<netns::Output, String> {
+    let mut c = lab.in_origin(BIN);
+    c.args([
+        "fix",
+        "--offline",
+        "--ports",
+        &ports_arg(lab),
+        "--state-dir",
+    ])
+    .arg(state)
+    .args(extra);
+    if let Some(p) = path_prefix {
+        let path = std::env::var("PATH").unwrap_or_default();
+        c.env("PATH", format!("{}:{path}", p.display()));
+    }
+    netns::run(&mut c, None, Duration::from_secs(120))
+}
+
+thread_local! {
+    /// The audited ports of the scenario this thread runs (every case runs on its own thread).
+    static PORTS: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+fn ports_arg(_lab: &netns::Lab) -> String {
+    PORTS.with(|p| p.borrow().clone())
+}
+
+fn setup(n: usize, sc: &Scenario, exe: &str) -> Result<(netns::Lab, Vec<Probe>), Vec<String>> {
+    setup_with(n, sc, exe, &|_| Ok(()))
+}
+
+/// Builds the lab; `pre` runs after the scenario's rules are loaded and before the probes.
+fn setup_with(
+    n: usize,
+    sc: &Scenario,
+    exe: &str,
+    pre: &dyn Fn(&netns::Lab) -> Result<(), String>,
+) -> Result<(netns::Lab, Vec<Probe>), Vec<String>> {
+    PORTS.with(|p| {
+        *p.borrow_mut() = sc
+            .ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let (mut probes, blocks) = kernel::plan(sc);
+    let mut lab = netns::Lab::new(n, sc, &blocks).map_err(|e| vec![format!("lab: {e}")])?;
+    kernel::wait_link(&lab, exe).map_err(|e| vec![format!("lab: {e}")])?;
+    lab.start_listeners(sc, exe)
+        .map_err(|e| vec![format!("listeners: {e}")])?;
+    lab.load_rules(sc).map_err(|e| vec![e])?;
+    pre(&lab).map_err(|e| vec![e])?;
+    kernel::run_probes(&lab, exe, &mut probes).map_err(|e| vec![format!("probing: {e}")])?;
+    // The scenario must be kernel truth before anything is concluded from it.
+    let mut flagged = vec![false; probes.len()];
+    let bad = kernel::check(sc, &probes, &mut flagged);
+    if !bad.is_empty() {
+        return Err(bad);
+    }
+    Ok((lab, probes))
+}
+
+fn reprobe(lab: &netns::Lab, exe: &str, before: &[Probe]) -> Result<Vec<Probe>, String> {
+    let mut after: Vec<Probe> = before
+        .iter()
+        .map(|p| Probe {
+            outcomes: vec![],
+            ..p.clone()
+        })
+        .collect();
+    kernel::run_probes(lab, exe, &mut after)?;
+    Ok(after)
+}
+
+fn listening(sc: &Scenario, p: &Probe) -> bool {
+    matches!(sc.listen_mode(p.port), ListenMode::All)
+}
+
+/// Cloudflare now through everywhere; controls exactly as before.
+fn compare_probes(sc: &Scenario, before: &[Probe], after: &[Probe]) -> Vec<String> {
+    let mut fails = vec![];
+    for (b, a) in before.iter().zip(after) {
+        if is_cf(a.src) {
+            let want = if listening(sc, a) {
+                Outcome::Connected
+            } else {
+                Outcome::Refused
+            };
+            if a.outcomes.iter().any(|o| *o != want) {
+                fails.push(format!(
+                    "Cloudflare {} port {}: after fix {} (before {})",
+                    a.src,
+                    a.port,
+                    a.kernel_summary(),
+                    b.kernel_summary()
+                ));
+            }
+        } else if b.burst {
+            let some = |p: &Probe| p.outcomes.contains(&Outcome::Connected);
+            if some(a) != some(b) {
+                fails.push(format!(
+                    "control {} port {} changed: before {}, after {}",
+                    a.src,
+                    a.port,
+                    b.kernel_summary(),
+                    a.kernel_summary()
+                ));
+            }
+        } else if a.outcomes != b.outcomes {
+            fails.push(format!(
+                "control {} port {} changed: before {}, after {}",
+                a.src,
+                a.port,
+                b.kernel_summary(),
+                a.kernel_summary()
+            ));
+        }
+    }
+    fails
+}
+
+fn run_case(
+    n: usize,
+    case: &Case,
+    exe: &str,
+    state: &Path,
+    tmp: &Path,
+) -> Result<String, Vec<String>> {
+    match case {
+        Case::Apply(p) => apply_case(n, p, exe, state),
+        Case::Ufw(p) => ufw_case(n, p, exe),
+        Case::RemoveBanned(p) => remove_banned_case(n, p, exe, state),
+        Case::Fault(p, f) => fault_case(n, p, *f, exe, state, tmp),
+    }
+}
+
+fn apply_case(n: usize, path: &Path, exe: &str, state: &Path) -> Result<String, Vec<String>> {
+    let sc = Scenario::load(path).map_err(|e| vec![e])?;
+    let (lab, before) = setup(n, &sc, exe)?;
+    let cf_blocked = before.iter().any(|p| {
+        is_cf(p.src)
+            && p.outcomes.iter().any(|o| {
+                *o != if listening(&sc, p) {
+                    Outcome::Connected
+                } else {
+                    Outcome::Refused
+                }
+            })
+    });
+    let d0 = dumps(&lab);
+    let out = fix(&lab, state, &["--apply"], None).map_err(|e| vec![e])?;
+    let d1 = dumps(&lab);
+    if !cf_blocked {
+        // Nothing blocks Cloudflare in the kernel: fix must not change anything.
+        if d1 != d0 {
+            return Err(vec![format!(
+                "nothing blocked Cloudflare, yet fix --apply changed the ruleset (exit {:?}): {}",
+                out.code,
+                out.stderr.trim()
+            )]);
+        }
+        return Ok(format!(
+            " (no Cloudflare block; exit {:?}, unchanged)",
+            out.code
+        ));
+    }
+    if out.code != Some(0) {
+        let still = d1 == d0;
+        return Err(vec![format!(
+            "fix --apply exited {:?} (ruleset {}): {}\n{}",
+            out.code,
+            if still { "unchanged" } else { "CHANGED" },
+            out.stderr.trim(),
+            out.stdout
+        )]);
+    }
+    let mut fails = vec![];
+    let after = reprobe(&lab, exe, &before).map_err(|e| vec![e])?;
+    fails.extend(compare_probes(&sc, &before, &after));
+    if without_ours(&d1) != without_ours(&d0) {
+        fails.push(format!(
+            "untouched rules differ after fix:\n--- before\n{}\n--- after (without origin-audit's lines)\n{}",
+            without_ours(&d0),
+            without_ours(&d1)
+        ));
+    }
+    if !d1.contains("origin-audit") {
+        fails.push("no rule with the origin-audit comment was loaded".into());
+    }
+    let out2 = fix(&lab, state, &["--apply"], None).map_err(|e| vec![e])?;
+    let d2 = dumps(&lab);
+    if out2.code != Some(0) || d2 != d1 {
+        fails.push(format!(
+            "second fix --apply was not a no-op (exit {:?}, ruleset {}): {}",
+            out2.code,
+            if d2 == d1 { "same" } else { "CHANGED" },
+            out2.stdout.trim()
+        ));
+    }
+    // Revert restores the original ruleset exactly.
+    let out3 = fix(&lab, state, &["--revert"], None).map_err(|e| vec![e])?;
+    let d3 = dumps(&lab);
+    if out3.code != Some(0) || d3 != d0 {
+        fails.push(format!(
+            "fix --revert (exit {:?}) did not give back the original ruleset:\n--- original\n{d0}\n--- after revert\n{d3}\n{}",
+            out3.code,
+            out3.stderr.trim()
+        ));
+    }
+    if fails.is_empty() {
+        Ok(String::new())
+    } else {
+        Err(fails)
+    }
+}
+
+fn remove_banned_case(
+    n: usize,
+    path: &Path,
+    exe: &str,
+    state: &Path,
+) -> Result<String, Vec<String>> {
+    let sc = Scenario::load(path).map_err(|e| vec![e])?;
+    let (lab, before) = setup(300 + n, &sc, exe)?;
+    let d0 = dumps(&lab);
+    let out = fix(&lab, state, &["--apply", "--remove-banned"], None).map_err(|e| vec![e])?;
+    if out.code != Some(0) {
+        return Err(vec![format!("exit {:?}: {}", out.code, out.stderr.trim())]);
+    }
+    let mut fails = compare_probes(&sc, &before, &after_probes(&lab, exe, &before)?);
+    let d1 = dumps(&lab);
+    // The Cloudflare entry left the ban set; the control's ban stays; no accept rule was needed.
+    if d1.contains("add f2b-nginx 173.245.48.1") || !d1.contains("add f2b-nginx 198.51.100.7") {
+        fails.push(format!("ban set not as expected:\n{d1}"));
+    }
+    if d1.contains("origin-audit") {
+        fails.push(format!(
+            "an accept was added although removing the ban suffices:\n{d1}"
+        ));
+    }
+    if !out.stdout.contains("ignoreip") {
+        fails.push(format!("no fail2ban advice in the output:\n{}", out.stdout));
+    }
+    let _ = d0;
+    if fails.is_empty() {
+        Ok(String::new())
+    } else {
+        Err(fails)
+    }
+}
+
+fn after_probes(lab: &netns::Lab, exe: &str, before: &[Probe]) -> Result<Vec<Probe>, Vec<String>> {
+    reprobe(lab, exe, before).map_err(|e| vec![e])
+}
+
+fn stub(dir: &Path, name: &str, body: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())
+}
+
+fn real(tool: &str) -> String {
+    for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        let p = format!("{d}/{tool}");
+        if Path::new(&p).exists() {
+            return p;
+        }
+    }
+    tool.into()
+}
+
+fn fault_case(
+    n: usize,
+    path: &Path,
+    f: Fault,
+    exe: &str,
+    state: &Path,
+    tmp: &Path,
+) -> Result<String, Vec<String>> {
+    let sc = Scenario::load(path).map_err(|e| vec![e])?;
+    let (lab, before) = setup(100 + n, &sc, exe)?;
+    let d0 = dumps(&lab);
+    let stubs = tmp.join(format!("stubs-{n}"));
+    let mut note = String::new();
+    match f {
+        Fault::HalfWay => {
+            // iptables-nft's transaction runs first and succeeds; legacy's then fails.
+            stub(
+                &stubs,
+                "iptables-legacy-restore",
+                &format!(
+                    "for a in \"$@\"; do [ \"$a\" = --noflush ] && {{ echo 'stub: injected failure' >&2; exit 1; }}; done\nexec {} \"$@\"",
+                    real("iptables-legacy-restore")
+                ),
+            )
+            .map_err(|e| vec![e])?;
+            let out = fix(&lab, state, &["--apply"], Some(&stubs)).map_err(|e| vec![e])?;
+            if out.code == Some(0) {
+                return Err(vec![
+                    "fix --apply succeeded despite the failing restore".into(),
+                ]);
+            }
+            note = format!(" ({})", out.stderr.trim().lines().last().unwrap_or(""));
+        }
+        Fault::NoBackup => {
+            let file = tmp.join(format!("not-a-dir-{n}"));
+            std::fs::write(&file, "x").map_err(|e| vec![e.to_string()])?;
+            let out = fix(&lab, &file.join("state"), &["--apply"], None).map_err(|e| vec![e])?;
+            if out.code == Some(0) || !out.stderr.contains("nothing was applied") {
+                return Err(vec![format!(
+                    "fix --apply without a writable backup: exit {:?}: {}",
+                    out.code,
+                    out.stderr.trim()
+                )]);
+            }
+            note = format!(" ({})", out.stderr.trim());
+        }
+        Fault::Disagree => {
+            // The kernel ends up other than the proof said: `nft -f` applies the fix and,
+            // behind origin-audit's back, a drop of another Cloudflare range is added.
+            stub(
+                &stubs,
+                "nft",
+                &format!(
+                    "if [ \"$1\" = -f ] && grep -q origin-audit \"$2\" && ! grep -q 'delete table' \"$2\"; then {n} \"$@\" || exit 1; exec {n} insert rule inet filter input ip saddr 104.16.0.0/13 drop; fi\nexec {n} \"$@\"",
+                    n = real("nft")
+                ),
+            )
+            .map_err(|e| vec![e])?;
+            let out = fix(&lab, state, &["--apply"], Some(&stubs)).map_err(|e| vec![e])?;
+            if out.code == Some(0) || !out.stderr.contains("disagrees") {
+                return Err(vec![format!(
+                    "re-read disagreement not detected (exit {:?}): {}",
+                    out.code,
+                    out.stderr.trim()
+                )]);
+            }
+        }
+        Fault::NotConfirmed => {
+            let out = fix(&lab, state, &["--apply", "--confirm-timeout", "2"], None)
+                .map_err(|e| vec![e])?;
+            if out.code == Some(0) || !out.stderr.contains("not confirmed") {
+                return Err(vec![format!(
+                    "unconfirmed change kept (exit {:?}): {}",
+                    out.code,
+                    out.stderr.trim()
+                )]);
+            }
+            // And with confirmation it stays.
+            let mut c = lab.in_origin(BIN);
+            c.args([
+                "fix",
+                "--offline",
+                "--ports",
+                &ports_arg(&lab),
+                "--state-dir",
+            ])
+            .arg(state)
+            .args(["--apply", "--confirm-timeout", "20"]);
+            let child = c
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| vec![e.to_string()])?;
+            let mut child = KillOnDrop(child);
+            wait_for(|| {
+                state.join("pending-rollback.json").exists() && dumps(&lab).contains("origin-audit")
+            })
+            .map_err(|e| vec![e])?;
+            let out = fix(&lab, state, &["--confirm"], None).map_err(|e| vec![e])?;
+            let st = wait_child(&mut child.0, Duration::from_secs(30)).map_err(|e| vec![e])?;
+            if out.code != Some(0) || st != Some(0) || !dumps(&lab).contains("origin-audit") {
+                return Err(vec![format!(
+                    "confirmed change not kept (confirm exit {:?}, apply exit {st:?})",
+                    out.code
+                )]);
+            }
+            let after = reprobe(&lab, exe, &before).map_err(|e| vec![e])?;
+            let fails = compare_probes(&sc, &before, &after);
+            if !fails.is_empty() {
+                return Err(fails);
+            }
+            let _ = fix(&lab, state, &["--revert"], None);
+        }
+        Fault::Killed => {
+            let mut c = lab.in_origin(BIN);
+            c.args([
+                "fix",
+                "--offline",
+                "--ports",
+                &ports_arg(&lab),
+                "--state-dir",
+            ])
+            .arg(state)
+            .args(["--apply", "--confirm-timeout", "120"]);
+            let child = c
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| vec![e.to_string()])?;
+            let mut child = KillOnDrop(child);
+            wait_for(|| {
+                state.join("pending-rollback.json").exists() && dumps(&lab).contains("origin-audit")
+            })
+            .map_err(|e| vec![e])?;
+            // SIGKILL: no chance to clean up. `ip netns exec` execs the program, same pid.
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            if !dumps(&lab).contains("origin-audit") {
+                return Err(vec!["the change vanished before the next run".into()]);
+            }
+            // The next run — any `fix`, here a plain dry run — restores first.
+            let out = fix(&lab, state, &[], None).map_err(|e| vec![e])?;
+            note = format!(" ({})", out.stderr.trim());
+        }
+        Fault::Revert => {
+            let out = fix(&lab, state, &["--apply"], None).map_err(|e| vec![e])?;
+            if out.code != Some(0) {
+                return Err(vec![format!("apply failed: {}", out.stderr.trim())]);
+            }
+            // The admin adds a rule of their own after origin-audit's: revert must keep it.
+            let mut c = lab.in_origin("nft");
+            c.args([
+                "add", "rule", "inet", "filter", "input", "tcp", "dport", "8080", "drop",
+            ]);
+            netns::must(&mut c, None).map_err(|e| vec![e])?;
+            let with_admin = without_ours(&dumps(&lab));
+            let out = fix(&lab, state, &["--revert"], None).map_err(|e| vec![e])?;
+            let d = dumps(&lab);
+            if out.code != Some(0) || d != with_admin {
+                return Err(vec![format!(
+                    "revert removed more or less than origin-audit's additions:\n--- expected\n{with_admin}\n--- got\n{d}"
+                )]);
+            }
+            return Ok(String::new());
+        }
+    }
+    let d1 = dumps(&lab);
+    if d1 != d0 {
+        return Err(vec![format!(
+            "the original ruleset is not in place:\n--- original\n{d0}\n--- now\n{d1}"
+        )]);
+    }
+    let after = reprobe(&lab, exe, &before).map_err(|e| vec![e])?;
+    for (b, a) in before.iter().zip(&after) {
+        if !b.burst && a.outcomes != b.outcomes {
+            return Err(vec![format!(
+                "{} port {}: before {}, now {}",
+                a.src,
+                a.port,
+                b.kernel_summary(),
+                a.kernel_summary()
+            )]);
+        }
+    }
+    Ok(note)
+}
+
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(mut f: impl FnMut() -> bool) -> Result<(), String> {
+    for _ in 0..300 {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("timed out waiting for the change to be applied".into())
+}
+
+fn wait_child(c: &mut std::process::Child, t: Duration) -> Result<Option<i32>, String> {
+    let end = std::time::Instant::now() + t;
+    while std::time::Instant::now() < end {
+        if let Ok(Some(st)) = c.try_wait() {
+            return Ok(st.code());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("apply did not finish after --confirm".into())
+}
