@@ -7,8 +7,10 @@
 pub mod analysis;
 pub mod cli;
 pub mod collect;
+pub mod config;
 pub mod findings;
 pub mod firewall;
+pub mod lock;
 pub mod ranges;
 pub mod render;
 pub mod snapshot;
