@@ -491,6 +491,26 @@ pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
 }
 
 impl Config {
+    /// Fills what the command line left unset from the file: flags override the configuration.
+    pub fn merge_input(&self, input: &mut crate::cli::InputArgs) {
+        if input.iface.is_empty() {
+            input.iface = self.audit.ifaces.clone();
+        }
+        if input.dest.is_empty() {
+            input.dest = self.audit.dests.clone();
+        }
+        input.offline |= self.ranges.offline;
+        if input.ranges_file.is_none() {
+            input.ranges_file = self.ranges.file.clone();
+        }
+        if input.ranges_url.is_none() {
+            input.ranges_url = self.ranges.url.clone();
+        }
+        if input.cache_dir.is_none() {
+            input.cache_dir = self.ranges.cache_dir.clone();
+        }
+    }
+
     /// The effective configuration as TOML (`config show`).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
