@@ -108,6 +108,7 @@ pub struct Config {
     pub listener: BTreeMap<u16, Expectation>,
     /// Per-code severity overrides.
     pub severity: BTreeMap<Code, Severity>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub accept: Vec<Accept>,
 }
 
@@ -261,10 +262,34 @@ fn key_at(text: &str, span: &Range<usize>) -> String {
         .unwrap_or(text.len());
     let line = text[line_start..line_end].trim();
     if line.starts_with('[') {
-        return line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        return line
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string();
     }
     if let Some((k, _)) = line.split_once('=') {
-        return k.trim().trim_matches('"').to_string();
+        let k = k.trim().trim_matches('"');
+        // Prefix the enclosing table, as the key is written in errors from validation.
+        let before = &text[..line_start];
+        let header = before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['));
+        return match header {
+            Some(h) if h.starts_with("[[") => {
+                let t = h.trim_matches(['[', ']']).trim();
+                let n = before
+                    .lines()
+                    .filter(|l| {
+                        l.trim().trim_matches(['[', ']']).trim() == t && l.trim().starts_with("[[")
+                    })
+                    .count();
+                format!("{t}[{n}].{k}")
+            }
+            Some(h) => format!("{}.{k}", h.trim_matches(['[', ']']).trim()),
+            None => k.to_string(),
+        };
     }
     text.get(span.clone())
         .map(|s| s.trim().to_string())
@@ -277,7 +302,9 @@ pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
     let err = |span: Range<usize>, key: Option<&str>, message: String| ConfigError::Invalid {
         path: path.to_string(),
         line: line_of(text, span.start),
-        key: key.map(str::to_string).unwrap_or_else(|| key_at(text, &span)),
+        key: key
+            .map(str::to_string)
+            .unwrap_or_else(|| key_at(text, &span)),
         message,
     };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
@@ -549,8 +576,9 @@ impl Config {
                 && f.severity != Severity::Unknown
             {
                 f.severity = Severity::Info;
-                f.message
-                    .push_str(&format!(" (a listener is optional on this port per {origin})"));
+                f.message.push_str(&format!(
+                    " (a listener is optional on this port per {origin})"
+                ));
             }
             match self.exception_for(&f, today) {
                 Match::Applies(a) => report.accepted.push(AcceptedFinding {
@@ -638,7 +666,7 @@ mod tests {
     #[test]
     fn unknown_key_names_line_and_key() {
         let (line, key, msg) = bad("[audit]\nports = [443]\nprots = [80]\n");
-        assert_eq!((line, key.as_str()), (3, "prots"), "{msg}");
+        assert_eq!((line, key.as_str()), (3, "audit.prots"), "{msg}");
         assert!(msg.contains("unknown field"), "{msg}");
     }
 
@@ -654,14 +682,13 @@ mod tests {
         assert_eq!((line, key.as_str()), (2, "audit.ports"));
         assert!(msg.contains("22"), "{msg}");
         let (line, key, _) = bad("[audit]\nports = [70000]\n");
-        assert_eq!((line, key.as_str()), (2, "ports"));
+        assert_eq!((line, key.as_str()), (2, "audit.ports"));
         let (line, key, _) = bad("\n\n[[accept]]\ncode = \"range-dropped\"\nreason = \" \"\n");
         assert_eq!((line, key.as_str()), (5, "accept[1].reason"));
         let (line, key, _) = bad("[[accept]]\ncode = \"range-dropped\"\n");
         assert_eq!(line, 1, "{key}");
-        let (line, key, msg) =
-            bad("[[accept]]\ncode = \"range-droped\"\nreason = \"x\"\n");
-        assert_eq!((line, key.as_str()), (2, "code"), "{msg}");
+        let (line, key, msg) = bad("[[accept]]\ncode = \"range-droped\"\nreason = \"x\"\n");
+        assert_eq!((line, key.as_str()), (2, "accept[1].code"), "{msg}");
         let (line, key, _) = bad(
             "[[accept]]\ncode = \"range-dropped\"\nreason = \"x\"\n\n[[accept]]\ncode = \"no-listener\"\nreason = \"y\"\nrange = \"1.2.3.4/40\"\n",
         );

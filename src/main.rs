@@ -82,7 +82,11 @@ fn config_command(c: ConfigCommand, config_path: Option<&Path>) -> anyhow::Resul
         ),
         ConfigCommand::Show => {
             println!("# effective configuration: {origin}; command-line flags override it");
-            print!("{}", cfg.to_toml());
+            let t = cfg.to_toml();
+            print!("{t}");
+            if !t.ends_with('\n') {
+                println!();
+            }
         }
     }
     for a in cfg.expired(today) {
@@ -250,7 +254,10 @@ fn take_lock(
     if !(explicit || live || args.prometheus_textfile.is_some()) {
         return Ok(None);
     }
-    let path = args.lock_file.clone().unwrap_or(cfg.audit.lock_file.clone());
+    let path = args
+        .lock_file
+        .clone()
+        .unwrap_or(cfg.audit.lock_file.clone());
     let wait = Duration::from_secs(args.lock_wait.unwrap_or(cfg.audit.lock_wait_secs));
     match lock::acquire(&path, wait) {
         Ok(l) => Ok(Some(l)),

@@ -235,7 +235,11 @@ fn timing(o: &mut String, t: RunTimes) {
         "origin_audit_last_run_timestamp_seconds",
         "When the last audit finished (Unix time).",
     );
-    let _ = writeln!(o, "origin_audit_last_run_timestamp_seconds {:.3}", t.finished);
+    let _ = writeln!(
+        o,
+        "origin_audit_last_run_timestamp_seconds {:.3}",
+        t.finished
+    );
     header(
         o,
         "origin_audit_run_duration_seconds",
