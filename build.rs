@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 fn main() -> io::Result<()> {
     println!("cargo:rerun-if-changed=src/cli.rs");
     println!("cargo:rerun-if-changed=build.rs");
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR unset"))?);
+    let out = PathBuf::from(
+        std::env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR unset"))?,
+    );
     let man_dir = out.join("man");
     let comp_dir = out.join("completions");
     for d in [&man_dir, &comp_dir] {
@@ -78,10 +80,22 @@ fn main_page(cmd: clap::Command) -> io::Result<Vec<u8>> {
          (Nagios plugin convention). Findings an [[accept]] exception covers do not count.",
     )]);
     for (code, what) in [
-        ("0", "ok: every Cloudflare range reaches every audited port and something listens."),
-        ("1", "warning: rate limits, verdicts that depend on something undecidable, stale ranges, mixed iptables backends, a non-firewall reader failed."),
-        ("2", "critical: a Cloudflare range is dropped (Cloudflare 522) or rejected (521), established packets are blocked, or nothing listens where Cloudflare connects (521)."),
-        ("3", "unknown: the firewall could not be read or parsed, the configuration is invalid, or another run held the lock longer than lock_wait_secs."),
+        (
+            "0",
+            "ok: every Cloudflare range reaches every audited port and something listens.",
+        ),
+        (
+            "1",
+            "warning: rate limits, verdicts that depend on something undecidable, stale ranges, mixed iptables backends, a non-firewall reader failed.",
+        ),
+        (
+            "2",
+            "critical: a Cloudflare range is dropped (Cloudflare 522) or rejected (521), established packets are blocked, or nothing listens where Cloudflare connects (521).",
+        ),
+        (
+            "3",
+            "unknown: the firewall could not be read or parsed, the configuration is invalid, or another run held the lock longer than lock_wait_secs.",
+        ),
     ] {
         r.control("TP", [] as [&str; 0]);
         r.text([bold(code)]);
@@ -89,12 +103,27 @@ fn main_page(cmd: clap::Command) -> io::Result<Vec<u8>> {
     }
     r.control("SH", ["FILES"]);
     for (path, what) in [
-        ("/etc/origin-audit/config.toml", "configuration (see origin-audit config show; a commented example is installed there)."),
-        ("/run/origin-audit.lock", "run lock: a second run waits lock_wait_secs, then exits 3."),
+        (
+            "/etc/origin-audit/config.toml",
+            "configuration (see origin-audit config show; a commented example is installed there).",
+        ),
+        (
+            "/run/origin-audit.lock",
+            "run lock: a second run waits lock_wait_secs, then exits 3.",
+        ),
         ("/var/cache/origin-audit/", "cached Cloudflare ranges."),
-        ("/var/lib/origin-audit/origin-audit.prom", "metrics written by the packaged systemd service (--prometheus-textfile)."),
-        ("/lib/systemd/system/origin-audit.timer", "hourly audit, not enabled by the package: systemctl enable --now origin-audit.timer."),
-        ("/etc/cron.d/origin-audit", "hourly audit on hosts without systemd (skipped when systemd runs)."),
+        (
+            "/var/lib/origin-audit/origin-audit.prom",
+            "metrics written by the packaged systemd service (--prometheus-textfile).",
+        ),
+        (
+            "/lib/systemd/system/origin-audit.timer",
+            "hourly audit, not enabled by the package: systemctl enable --now origin-audit.timer.",
+        ),
+        (
+            "/etc/cron.d/origin-audit",
+            "hourly audit on hosts without systemd (skipped when systemd runs).",
+        ),
     ] {
         r.control("TP", [] as [&str; 0]);
         r.text([bold(path)]);
@@ -102,10 +131,22 @@ fn main_page(cmd: clap::Command) -> io::Result<Vec<u8>> {
     }
     r.control("SH", ["EXAMPLES"]);
     for (ex, what) in [
-        ("origin-audit check", "audit this host and print the findings with their fixes."),
-        ("origin-audit check --quiet", "for cron: silent and exit 0 when all is well."),
-        ("origin-audit check --nft-json candidate.json --with-host", "audit a candidate ruleset with this host's listeners before loading it."),
-        ("origin-audit explain 173.245.48.1 443", "every chain and rule a new connection from that address meets."),
+        (
+            "origin-audit check",
+            "audit this host and print the findings with their fixes.",
+        ),
+        (
+            "origin-audit check --quiet",
+            "for cron: silent and exit 0 when all is well.",
+        ),
+        (
+            "origin-audit check --nft-json candidate.json --with-host",
+            "audit a candidate ruleset with this host's listeners before loading it.",
+        ),
+        (
+            "origin-audit explain 173.245.48.1 443",
+            "every chain and rule a new connection from that address meets.",
+        ),
     ] {
         r.control("TP", [] as [&str; 0]);
         r.text([bold(ex)]);

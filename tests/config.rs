@@ -15,7 +15,10 @@ fn manifest(p: &str) -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run origin-audit")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run origin-audit")
 }
 
 fn out(o: &Output) -> String {
@@ -66,8 +69,16 @@ fn errors_name_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         // (file text, line, key)
-        ("[audit]\nports = [443]\nlock_wiat = 3\n", 3, "audit.lock_wiat"),
-        ("# hi\n[ranges]\nmax_age_days = \"thirty\"\n", 3, "ranges.max_age_days"),
+        (
+            "[audit]\nports = [443]\nlock_wiat = 3\n",
+            3,
+            "audit.lock_wiat",
+        ),
+        (
+            "# hi\n[ranges]\nmax_age_days = \"thirty\"\n",
+            3,
+            "ranges.max_age_days",
+        ),
         ("[audit]\n\nports = [443, 22]\n", 3, "audit.ports"),
         (
             "[[accept]]\ncode = \"range-dropped\"\nreason = \"\"\n",
@@ -139,10 +150,15 @@ fn accepted_findings_are_shown_and_do_not_raise_the_exit_code() {
     let o = ufw(&["--config", &p]);
     assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
     let text = out(&o);
-    assert!(text.contains("Accepted (exceptions in the configuration)"), "{text}");
+    assert!(
+        text.contains("Accepted (exceptions in the configuration)"),
+        "{text}"
+    );
     assert!(text.contains("accepted range-dropped"), "{text}");
     assert!(
-        text.contains(&format!("reason: HTTP is not proxied (CHG-1) (until 2999-12-31)  [{p}:4]")),
+        text.contains(&format!(
+            "reason: HTTP is not proxied (CHG-1) (until 2999-12-31)  [{p}:4]"
+        )),
         "{text}"
     );
     // JSON: the finding moved to "accepted", with its reason; status ok.
@@ -154,11 +170,13 @@ fn accepted_findings_are_shown_and_do_not_raise_the_exit_code() {
     assert!(acc.iter().all(|a| a["finding"]["code"] == "range-dropped"
         && a["finding"]["severity"] == "critical"
         && a["reason"] == "HTTP is not proxied (CHG-1)"));
-    assert!(j["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|f| f["code"] != "range-dropped"));
+    assert!(
+        j["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["code"] != "range-dropped")
+    );
 }
 
 #[test]
@@ -175,12 +193,17 @@ fn an_exception_covers_only_its_port_and_range() {
     let j: Value = serde_json::from_slice(&o.stdout).unwrap();
     let acc = j["accepted"].as_array().unwrap();
     assert_eq!(acc.len(), 1, "{acc:?}");
-    assert_eq!(acc[0]["finding"]["sources"], serde_json::json!(["173.245.48.0/20"]));
-    assert!(j["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|f| f["code"] == "range-dropped"));
+    assert_eq!(
+        acc[0]["finding"]["sources"],
+        serde_json::json!(["173.245.48.0/20"])
+    );
+    assert!(
+        j["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "range-dropped")
+    );
     // The wrong port covers nothing.
     let p = write(
         dir.path(),

@@ -171,7 +171,11 @@ fn pre_apply_hook_refuses_a_candidate_that_cuts_cloudflare_off() {
     }
     // The hook's scratch namespaces are gone.
     let o = run_ok(Command::new("ip").args(["netns", "list"]));
-    assert!(!text(&o.stdout).contains("oa-pre-apply-"), "{}", text(&o.stdout));
+    assert!(
+        !text(&o.stdout).contains("oa-pre-apply-"),
+        "{}",
+        text(&o.stdout)
+    );
 }
 
 /// cargo-deb on PATH or in ~/.cargo/bin, installed from crates.io when missing.
@@ -203,7 +207,9 @@ struct Installed;
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let _ = Command::new("dpkg").args(["--purge", "origin-audit"]).output();
+        let _ = Command::new("dpkg")
+            .args(["--purge", "origin-audit"])
+            .output();
     }
 }
 
@@ -294,6 +300,10 @@ fn deb_builds_installs_audits_and_purges() {
             "{path} missing from the package:\n{listing}"
         );
     }
+    for exe in ["./usr/bin/origin-audit", "examples/origin-audit-pre-apply"] {
+        let l = listing.lines().find(|l| l.ends_with(exe)).unwrap();
+        assert!(l.starts_with("-rwxr-xr-x"), "{l}");
+    }
     // Control: dependencies, conffiles, maintainer scripts.
     let ctl = d.join("control");
     run_ok(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&ctl));
@@ -310,21 +320,31 @@ fn deb_builds_installs_audits_and_purges() {
     assert!(field("Recommends").contains("iptables"), "{control}");
     assert!(field("Suggests").contains("ipset"), "{control}");
     let conffiles = std::fs::read_to_string(ctl.join("conffiles")).unwrap();
-    assert!(conffiles.contains("/etc/origin-audit/config.toml"), "{conffiles}");
-    assert!(conffiles.contains("/etc/cron.d/origin-audit"), "{conffiles}");
+    assert!(
+        conffiles.contains("/etc/origin-audit/config.toml"),
+        "{conffiles}"
+    );
+    assert!(
+        conffiles.contains("/etc/cron.d/origin-audit"),
+        "{conffiles}"
+    );
     let postinst = std::fs::read_to_string(ctl.join("postinst")).unwrap();
     assert!(postinst.contains("install -d -m 0755 /var/cache/origin-audit /var/lib/origin-audit"));
     // The timer is installed, never enabled or started by the package: the only `enable` is
     // the re-enable of a unit the admin had enabled before (was-enabled).
-    for l in postinst.lines().filter(|l| l.contains("enable") && !l.trim_start().starts_with('#')) {
+    for l in postinst
+        .lines()
+        .filter(|l| l.contains("enable") && !l.trim_start().starts_with('#'))
+    {
         let l = l.trim();
         assert!(
-            l.contains("was-enabled") || l.starts_with("deb-systemd-helper enable") || l.contains("unmask"),
+            l.contains("was-enabled")
+                || l.starts_with("deb-systemd-helper enable")
+                || l.contains("unmask"),
             "unexpected enable in postinst: {l}\n{postinst}"
         );
     }
     assert!(postinst.contains("was-enabled"), "{postinst}");
-    assert!(!postinst.contains("systemctl --system daemon-reload >/dev/null || true\n\tdeb-systemd-invoke start"), "{postinst}");
     assert!(!postinst.contains("deb-systemd-invoke start"), "{postinst}");
     let postrm = std::fs::read_to_string(ctl.join("postrm")).unwrap();
     assert!(postrm.contains("rm -rf /var/cache/origin-audit /var/lib/origin-audit"));
@@ -341,7 +361,11 @@ fn deb_builds_installs_audits_and_purges() {
         format!("origin-audit {}", env!("CARGO_PKG_VERSION"))
     );
     let man = run_ok(Command::new("man").args(["-w", "origin-audit"]));
-    assert!(text(&man.stdout).contains("/usr/share/man/man1/origin-audit.1"), "{}", text(&man.stdout));
+    assert!(
+        text(&man.stdout).contains("/usr/share/man/man1/origin-audit.1"),
+        "{}",
+        text(&man.stdout)
+    );
     run_ok(Command::new("/usr/bin/origin-audit").args(["config", "check"]));
     for p in ["/var/cache/origin-audit", "/var/lib/origin-audit"] {
         assert!(Path::new(p).is_dir(), "{p} not created");
@@ -352,7 +376,16 @@ fn deb_builds_installs_audits_and_purges() {
     // The installed binary against a namespace with a blocked Cloudflare range.
     let ns = Netns::web_origin("deb");
     ns.iptables(&[
-        "-A", "INPUT", "-s", "173.245.48.0/20", "-p", "tcp", "--dport", "443", "-j", "DROP",
+        "-A",
+        "INPUT",
+        "-s",
+        "173.245.48.0/20",
+        "-p",
+        "tcp",
+        "--dport",
+        "443",
+        "-j",
+        "DROP",
     ]);
     let ranges = fresh_ranges(d);
     let o = run_bounded(
@@ -364,8 +397,12 @@ fn deb_builds_installs_audits_and_purges() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(
-        j["findings"].as_array().unwrap().iter().any(|f| f["code"] == "range-dropped"
-            && f["sources"] == serde_json::json!(["173.245.48.0/20"])),
+        j["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "range-dropped"
+                && f["sources"] == serde_json::json!(["173.245.48.0/20"])),
         "{j}"
     );
 
@@ -389,7 +426,10 @@ fn deb_builds_installs_audits_and_purges() {
     let textfile = PathBuf::from("/var/lib/origin-audit/origin-audit.prom");
     assert!(exec.contains(&textfile.display().to_string()), "{exec}");
     let words: Vec<&str> = exec.split_whitespace().collect();
-    eprintln!("running the unit's ExecStart: {exec} (bounding set {})", caps.join(","));
+    eprintln!(
+        "running the unit's ExecStart: {exec} (bounding set {})",
+        caps.join(",")
+    );
     let o = run_bounded(
         ns.cmd("setpriv")
             .arg("--bounding-set")
@@ -398,8 +438,18 @@ fn deb_builds_installs_audits_and_purges() {
         180,
     );
     // --quiet: findings on stdout, exit 2.
-    assert_eq!(o.status.code(), Some(2), "{}{}", text(&o.stdout), text(&o.stderr));
-    assert!(text(&o.stdout).contains("173.245.48.0/20 on port 443"), "{}", text(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stdout).contains("173.245.48.0/20 on port 443"),
+        "{}",
+        text(&o.stdout)
+    );
     let prom = std::fs::read_to_string(&textfile).unwrap();
     let scrape = prometheus_parse::Scrape::parse(prom.lines().map(|l| Ok(l.to_string())))
         .expect("textfile parses");
@@ -415,12 +465,18 @@ fn deb_builds_installs_audits_and_purges() {
     };
     assert_eq!(value("origin_audit_status", &[]), Some(2.0), "{prom}");
     assert_eq!(
-        value("origin_audit_blocked_ranges", &[("port", "443"), ("verdict", "drop")]),
+        value(
+            "origin_audit_blocked_ranges",
+            &[("port", "443"), ("verdict", "drop")]
+        ),
         Some(1.0),
         "{prom}"
     );
     assert_eq!(
-        value("origin_audit_listener_up", &[("port", "443"), ("family", "ipv4")]),
+        value(
+            "origin_audit_listener_up",
+            &[("port", "443"), ("family", "ipv4")]
+        ),
         Some(1.0),
         "{prom}"
     );
@@ -432,7 +488,11 @@ fn deb_builds_installs_audits_and_purges() {
         .args(["-W", "-f=${Status}", "origin-audit"])
         .output()
         .unwrap();
-    assert!(!text(&st.stdout).contains("installed"), "{}", text(&st.stdout));
+    assert!(
+        !text(&st.stdout).contains("installed"),
+        "{}",
+        text(&st.stdout)
+    );
     for p in [
         "/usr/bin/origin-audit",
         "/etc/origin-audit",

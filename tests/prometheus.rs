@@ -16,7 +16,10 @@ fn manifest(p: &str) -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run origin-audit")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run origin-audit")
 }
 
 fn scrape(path: &Path) -> Scrape {
@@ -50,7 +53,12 @@ fn promtool() -> Option<PathBuf> {
 /// The ufw fixture drops every IPv4 Cloudflare range on port 80 (policy DROP, 80 not allowed)
 /// and 173.245.48.0/20 explicitly; 443 is open.
 fn ufw_check(textfile: &Path, extra: &[&str]) -> Output {
-    let f = |p: &str| manifest("tests/fixtures/iptables").join(p).display().to_string();
+    let f = |p: &str| {
+        manifest("tests/fixtures/iptables")
+            .join(p)
+            .display()
+            .to_string()
+    };
     let (v4, v6, tf) = (
         f("ufw-v4.nft.rules"),
         f("ufw-v6.nft.rules"),
@@ -83,7 +91,12 @@ fn textfile_parses_and_counts_blocked_ranges() {
     let dir = tempfile::tempdir().unwrap();
     let tf = dir.path().join("origin-audit.prom");
     let o = ufw_check(&tf, &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let s = scrape(&tf);
 
@@ -91,20 +104,40 @@ fn textfile_parses_and_counts_blocked_ranges() {
     // The report says every range (IPv4 and IPv6) is dropped on 80 and all accepted on 443;
     // the metric counts each published range once.
     let rows = report["reachability"].as_array().unwrap();
-    assert!(rows.iter().filter(|r| r["port"] == 80).all(|r| r["verdict"] == "drop"));
-    assert!(rows.iter().filter(|r| r["port"] == 443).all(|r| r["verdict"] == "accept"));
+    assert!(
+        rows.iter()
+            .filter(|r| r["port"] == 80)
+            .all(|r| r["verdict"] == "drop")
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r["port"] == 443)
+            .all(|r| r["verdict"] == "accept")
+    );
     let all = (report["ranges"]["ipv4"].as_array().unwrap().len()
         + report["ranges"]["ipv6"].as_array().unwrap().len()) as f64;
     assert_eq!(
-        get(&s, "origin_audit_blocked_ranges", &[("port", "80"), ("verdict", "drop")]),
+        get(
+            &s,
+            "origin_audit_blocked_ranges",
+            &[("port", "80"), ("verdict", "drop")]
+        ),
         Some(all)
     );
     assert_eq!(
-        get(&s, "origin_audit_blocked_ranges", &[("port", "443"), ("verdict", "drop")]),
+        get(
+            &s,
+            "origin_audit_blocked_ranges",
+            &[("port", "443"), ("verdict", "drop")]
+        ),
         Some(0.0)
     );
     assert_eq!(
-        get(&s, "origin_audit_blocked_ranges", &[("port", "80"), ("verdict", "reject")]),
+        get(
+            &s,
+            "origin_audit_blocked_ranges",
+            &[("port", "80"), ("verdict", "reject")]
+        ),
         Some(0.0)
     );
     // Findings by code and severity match the JSON report.
@@ -120,13 +153,21 @@ fn textfile_parses_and_counts_blocked_ranges() {
     assert!(!want.is_empty());
     for ((code, sev), n) in &want {
         assert_eq!(
-            get(&s, "origin_audit_findings", &[("code", code), ("severity", sev)]),
+            get(
+                &s,
+                "origin_audit_findings",
+                &[("code", code), ("severity", sev)]
+            ),
             Some(*n),
             "{code} {sev}"
         );
     }
     // Offline dumps: listeners unknown, so no listener_up samples at all (not a false 0).
-    assert!(!s.samples.iter().any(|x| x.metric == "origin_audit_listener_up"));
+    assert!(
+        !s.samples
+            .iter()
+            .any(|x| x.metric == "origin_audit_listener_up")
+    );
     // The bundled list's age, and this run's timing.
     let age = get(&s, "origin_audit_ranges_age_seconds", &[]).unwrap();
     assert!(age > 86_400.0, "bundled list is days old: {age}");
@@ -187,7 +228,12 @@ fn accepted_findings_are_counted_apart() {
     let o = ufw_check(&tf, &["--config", &cfgs]);
     let s = scrape(&tf);
     // The port-80 drops are accepted: the status falls to warning (stale bundled ranges).
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(get(&s, "origin_audit_status", &[]), Some(1.0));
     assert_eq!(
         get(&s, "origin_audit_findings", &[("code", "range-dropped")]),
@@ -204,7 +250,12 @@ fn accepted_findings_are_counted_apart() {
     );
     // The blocked ranges are a fact about the firewall: still counted (the alert fires on them).
     assert!(
-        get(&s, "origin_audit_blocked_ranges", &[("port", "80"), ("verdict", "drop")]).unwrap()
+        get(
+            &s,
+            "origin_audit_blocked_ranges",
+            &[("port", "80"), ("verdict", "drop")]
+        )
+        .unwrap()
             > 0.0
     );
 }

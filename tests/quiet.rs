@@ -63,7 +63,16 @@ fn quiet_is_silent_when_clean_and_prints_findings_and_fix_when_broken() {
     );
 
     ns.iptables(&[
-        "-A", "INPUT", "-s", "173.245.48.0/20", "-p", "tcp", "--dport", "443", "-j", "DROP",
+        "-A",
+        "INPUT",
+        "-s",
+        "173.245.48.0/20",
+        "-p",
+        "tcp",
+        "--dport",
+        "443",
+        "-j",
+        "DROP",
     ]);
     let o = run_bounded(&mut check(&ns, dir.path(), &[]), 60);
     let out = text(&o.stdout);
@@ -119,7 +128,10 @@ fn two_runs_do_not_overlap() {
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("another origin-audit run"), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(2), "did not give up promptly");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "did not give up promptly"
+    );
     // `ip netns exec` execs, so the pid in the lock file is the first run's.
     assert!(err.contains(&format!("(pid {first_pid})")), "{err}");
     // A patient second run waits for the first, then runs: their nft calls never interleave.

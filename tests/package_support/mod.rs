@@ -59,7 +59,11 @@ pub struct Netns {
 impl Netns {
     pub fn new(tag: &str) -> Netns {
         let name = format!("oa-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace left by a killed earlier run of this pid would make `add` fail.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         run_ok(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns {
             name,
@@ -78,7 +82,15 @@ impl Netns {
         ns.ip(&["addr", "add", &format!("{ADDR}/24"), "dev", "oa0"]);
         ns.ip(&["link", "set", "oa1", "up"]);
         ns.ip(&["link", "set", "oa0", "up"]);
-        ns.ip(&["route", "add", "default", "via", "203.0.113.1", "dev", "oa0"]);
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "203.0.113.1",
+            "dev",
+            "oa0",
+        ]);
         let child = ns
             .cmd("/usr/bin/python3")
             .args([
@@ -131,7 +143,9 @@ impl Drop for Netns {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
