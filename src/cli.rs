@@ -13,6 +13,10 @@ use std::path::PathBuf;
     after_help = "Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown (the firewall could not be read)."
 )]
 pub struct Cli {
+    /// Configuration file (default /etc/origin-audit/config.toml; optional there, required when
+    /// given). Command-line flags override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -27,6 +31,21 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Plan (default: dry run), prove, emit or apply the rules that let Cloudflare through.
     Fix(FixArgs),
+    /// Validate or print the configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file (default: --config or /etc/origin-audit/config.toml).
+    /// Errors name the file, the line and the key; exit 0 when valid, 3 otherwise.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Print the effective configuration (the file's values over the defaults) as TOML.
+    Show,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -72,6 +91,10 @@ pub struct InputArgs {
     /// Directory for the ranges cache (default /var/cache/origin-audit, or the user's cache dir).
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// With --iptables-save/--nft-json/...: take listeners, interfaces and routes from the live
+    /// host, so a candidate ruleset is audited as if it were loaded here (pre-apply hooks).
+    #[arg(long = "with-host")]
+    pub with_host: bool,
 }
 
 impl InputArgs {
@@ -95,6 +118,19 @@ pub struct CheckArgs {
     /// Colour: auto (only on a terminal), always, never.
     #[arg(long, value_enum, default_value_t)]
     pub color: ColorChoice,
+    /// For cron and timers: print nothing and exit 0 when all is well; otherwise print the
+    /// findings and what to do.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Also write Prometheus metrics to this file (node_exporter textfile collector), atomically.
+    #[arg(long = "prometheus-textfile", value_name = "PATH")]
+    pub prometheus_textfile: Option<PathBuf>,
+    /// Lock file that keeps two runs from overlapping (default /run/origin-audit.lock).
+    #[arg(long = "lock-file", value_name = "FILE")]
+    pub lock_file: Option<PathBuf>,
+    /// Seconds to wait for another run's lock before giving up with exit 3 (default 30).
+    #[arg(long = "lock-wait", value_name = "SECS")]
+    pub lock_wait: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

@@ -7,9 +7,11 @@
 pub mod analysis;
 pub mod cli;
 pub mod collect;
+pub mod config;
 pub mod findings;
 pub mod firewall;
 pub mod fix;
+pub mod lock;
 pub mod ranges;
 pub mod render;
 pub mod snapshot;

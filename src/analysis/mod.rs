@@ -123,6 +123,38 @@ pub struct Report {
     pub reachability: Vec<ReachRow>,
     pub findings: Vec<Finding>,
     pub rule_count: usize,
+    /// Findings an `[[accept]]` exception of the configuration covers: shown, with the reason,
+    /// but left out of `status`. Empty unless `Config::apply` moved some here.
+    #[serde(default)]
+    pub accepted: Vec<AcceptedFinding>,
+}
+
+/// A finding the admin accepted in the configuration (see `config.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedFinding {
+    pub finding: Finding,
+    pub reason: String,
+    /// Last day the exception applies (`YYYY-MM-DD`), if it expires.
+    pub until: Option<String>,
+    /// `file:line` of the `[[accept]]` entry.
+    pub origin: String,
+}
+
+impl Report {
+    /// Status from the open findings (after severity overrides or exceptions changed them):
+    /// the same rule `analyze` uses.
+    pub fn recompute_status(&mut self) {
+        let has = |s: Severity| self.findings.iter().any(|f| f.severity == s);
+        self.status = if has(Severity::Unknown) {
+            Status::Unknown
+        } else if has(Severity::Critical) {
+            Status::Critical
+        } else if has(Severity::Warning) {
+            Status::Warning
+        } else {
+            Status::Ok
+        };
+    }
 }
 
 /// The ruleset parsed from a snapshot's dumps, with what could not be parsed.
@@ -593,6 +625,28 @@ pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) ->
         ));
     }
     findings.extend(housekeeping_findings(snap, prepared, opts));
+    if t.families.is_empty() {
+        // Nothing was analysed: never an "all clear".
+        findings.push(Finding {
+            code: Code::ReadFailed,
+            severity: Severity::Unknown,
+            message: format!(
+                "no public address to audit: {}",
+                if t.notes.is_empty() {
+                    "no interface carries a default route".to_string()
+                } else {
+                    t.notes.join("; ")
+                }
+            ),
+            ports: Vec::new(),
+            sources: Vec::new(),
+            cf_error: None,
+            rules: Vec::new(),
+            fix: Some(
+                "pass --iface NAME and/or --dest ADDR (the address Cloudflare connects to)".into(),
+            ),
+        });
+    }
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(&b.code)));
 
     let status = if findings.iter().any(|f| f.severity == Severity::Unknown) {
@@ -614,6 +668,7 @@ pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) ->
         reachability: rows,
         findings,
         rule_count: rs.rule_count(),
+        accepted: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::io::{self, Read};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -33,7 +34,7 @@ pub enum CmdError {
         status: String,
         stderr: String,
     },
-    #[error("`{cmd}` did not finish within {} s and was killed", timeout.as_secs())]
+    #[error("`{cmd}` did not finish within {} s and was killed", timeout.as_secs_f64())]
     TimedOut { cmd: String, timeout: Duration },
     #[error("`{cmd}`: {source}")]
     Io {
@@ -50,9 +51,25 @@ impl CmdError {
     }
 }
 
-/// Run `program args…` with [`DEFAULT_TIMEOUT`].
+/// The timeout [`run`] uses, in milliseconds: [`DEFAULT_TIMEOUT`] unless the configuration
+/// (`audit.command_timeout_secs`) set another with [`set_timeout`]. Process-wide, because every
+/// reader runs its tools through [`run`] and one run has one setting.
+static TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64);
+
+/// Sets the timeout of every later [`run`].
+pub fn set_timeout(timeout: Duration) {
+    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+/// The timeout [`run`] currently uses.
+pub fn timeout() -> Duration {
+    Duration::from_millis(TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
+/// Run `program args…` with the configured timeout ([`DEFAULT_TIMEOUT`] unless set).
 pub fn run(program: &str, args: &[&str]) -> Result<Output, CmdError> {
-    run_with_timeout(program, args, DEFAULT_TIMEOUT)
+    run_with_timeout(program, args, timeout())
 }
 
 /// Run `program args…`, killing it after `timeout`. stdin is closed so a tool that unexpectedly

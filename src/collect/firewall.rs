@@ -232,11 +232,11 @@ fn read_legacy(
     };
     let mut source = tools.legacy_save.clone();
     let mut result = host.run(&tools.legacy_save, &[]);
-    if matches!(&result, Err(e) if e.is_not_installed()) {
-        if let Some(plain) = tools.plain_for(PlainBackend::Legacy) {
-            source = plain.to_string();
-            result = host.run(plain, &[]);
-        }
+    if matches!(&result, Err(e) if e.is_not_installed())
+        && let Some(plain) = tools.plain_for(PlainBackend::Legacy)
+    {
+        source = plain.to_string();
+        result = host.run(plain, &[]);
     }
     match result {
         Ok(out) => *slot = non_empty(out.stdout),

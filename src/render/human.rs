@@ -43,6 +43,10 @@ pub fn report(r: &Report, color: bool) -> String {
     let p = Paint(color);
     let mut o = String::new();
     let headline = match r.findings.first() {
+        None if !r.accepted.is_empty() => format!(
+            "no open findings; {} accepted by the configuration (listed below)",
+            r.accepted.len()
+        ),
         None => format!(
             "every Cloudflare range reaches port{} {}{}",
             if r.ports.len() == 1 { "" } else { "s" },
@@ -115,6 +119,24 @@ pub fn report(r: &Report, color: bool) -> String {
             if let Some(fix) = &f.fix {
                 let _ = writeln!(o, "           fix:  {fix}");
             }
+        }
+    }
+    if !r.accepted.is_empty() {
+        // Accepted findings are never hidden: only the exit status ignores them.
+        let _ = writeln!(o, "\nAccepted (exceptions in the configuration)");
+        for a in &r.accepted {
+            let f = &a.finding;
+            let _ = writeln!(o, "  accepted {}  {}", f.code.id(), f.message);
+            let _ = writeln!(
+                o,
+                "           reason: {}{}  [{}]",
+                a.reason,
+                a.until
+                    .as_ref()
+                    .map(|u| format!(" (until {u})"))
+                    .unwrap_or_default(),
+                a.origin
+            );
         }
     }
     if let Some(ls) = &r.listeners {

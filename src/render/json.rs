@@ -21,6 +21,10 @@
 //!   "findings": [ { "code": "range-dropped", "severity": "info|warning|critical|unknown",
 //!                   "message": string, "ports": [u16…], "sources": [CIDR…],
 //!                   "cf_error": 521|522|null, "rules": [RULE…], "fix": string|null } ],
+//!   "accepted": [ { "finding": FINDING (as in "findings"), "reason": string,
+//!                   "until": "YYYY-MM-DD"|null, "origin": "file:line" } ],
+//!                                                   // findings an [[accept]] exception covers:
+//!                                                   // shown, not counted in "status"
 //!   "target": { "ifaces": [..], "dest_v4": addr|null, "dest_v6": addr|null,
 //!               "families": ["ipv4","ipv6"], "notes": [..] },
 //!   "ports": [u16…], "rule_count": n
@@ -61,6 +65,7 @@ pub fn report(r: &Report) -> Value {
         "listeners": listeners,
         "reachability": r.reachability,
         "findings": r.findings,
+        "accepted": r.accepted,
         "target": r.target,
         "ports": r.ports,
         "rule_count": r.rule_count,

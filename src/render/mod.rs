@@ -1,4 +1,5 @@
-//! Renderers: human text and the JSON wire format. Pure: they format a Report/Explanation.
+//! Renderers: human text, the JSON wire format, Prometheus textfile metrics. Pure: they format a Report/Explanation.
 
 pub mod human;
 pub mod json;
+pub mod prometheus;

@@ -1,0 +1,158 @@
+//! Generates the man pages (clap_mangen) and the bash/zsh/fish completions (clap_complete) from
+//! the same clap definitions the binary uses (`src/cli.rs`, included as a module: it must stay
+//! free of `crate::` paths).
+//!
+//! Output: `$OUT_DIR/man/*.1`, `$OUT_DIR/completions/{origin-audit.bash,_origin-audit,
+//! origin-audit.fish}`, and a copy of both under `target/<profile>/assets/`, the stable path
+//! the `[package.metadata.deb]` assets name (cargo-deb rewrites `target/release/` to the
+//! profile actually built; `$OUT_DIR` has a hash in it no manifest can name).
+
+#[allow(dead_code)]
+#[path = "src/cli.rs"]
+mod cli;
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+use clap_mangen::roff::{Roff, bold, roman};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+fn main() -> io::Result<()> {
+    println!("cargo:rerun-if-changed=src/cli.rs");
+    println!("cargo:rerun-if-changed=build.rs");
+    let out = PathBuf::from(
+        std::env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR unset"))?,
+    );
+    let man_dir = out.join("man");
+    let comp_dir = out.join("completions");
+    for d in [&man_dir, &comp_dir] {
+        // Start clean: a renamed subcommand must not leave its old page behind.
+        let _ = fs::remove_dir_all(d);
+        fs::create_dir_all(d)?;
+    }
+
+    // No `help` subcommand pages: `origin-audit help check` is the same as `check --help`.
+    let mut cmd = cli::Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    // One page per subcommand (origin-audit-check.1, ...), then the main page with the
+    // sections admins look for: EXIT STATUS, FILES.
+    clap_mangen::generate_to(cmd.clone(), &man_dir)?;
+    fs::write(man_dir.join("origin-audit.1"), main_page(cmd.clone())?)?;
+
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut cmd, "origin-audit", &comp_dir)?;
+    }
+
+    // target/<profile>/build/origin-audit-HASH/out → target/<profile>/assets
+    if let Some(profile_dir) = out.ancestors().nth(3) {
+        let assets = profile_dir.join("assets");
+        copy_dir(&man_dir, &assets.join("man"))?;
+        copy_dir(&comp_dir, &assets.join("completions"))?;
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    let _ = fs::remove_dir_all(to);
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        fs::copy(e.path(), to.join(e.file_name()))?;
+    }
+    Ok(())
+}
+
+fn main_page(cmd: clap::Command) -> io::Result<Vec<u8>> {
+    let man = clap_mangen::Man::new(cmd);
+    let mut buf = Vec::new();
+    man.render_title(&mut buf)?;
+    man.render_name_section(&mut buf)?;
+    man.render_synopsis_section(&mut buf)?;
+    man.render_description_section(&mut buf)?;
+    man.render_options_section(&mut buf)?;
+    man.render_subcommands_section(&mut buf)?;
+
+    let mut r = Roff::default();
+    r.control("SH", ["EXIT STATUS"]);
+    r.text([roman(
+        "The exit status is the contract for cron, systemd and configuration management \
+         (Nagios plugin convention). Findings an [[accept]] exception covers do not count.",
+    )]);
+    for (code, what) in [
+        (
+            "0",
+            "ok: every Cloudflare range reaches every audited port and something listens.",
+        ),
+        (
+            "1",
+            "warning: rate limits, verdicts that depend on something undecidable, stale ranges, mixed iptables backends, a non-firewall reader failed.",
+        ),
+        (
+            "2",
+            "critical: a Cloudflare range is dropped (Cloudflare 522) or rejected (521), established packets are blocked, or nothing listens where Cloudflare connects (521).",
+        ),
+        (
+            "3",
+            "unknown: the firewall could not be read or parsed, the configuration is invalid, or another run held the lock longer than lock_wait_secs.",
+        ),
+    ] {
+        r.control("TP", [] as [&str; 0]);
+        r.text([bold(code)]);
+        r.text([roman(what)]);
+    }
+    r.control("SH", ["FILES"]);
+    for (path, what) in [
+        (
+            "/etc/origin-audit/config.toml",
+            "configuration (see origin-audit config show; a commented example is installed there).",
+        ),
+        (
+            "/run/origin-audit.lock",
+            "run lock: a second run waits lock_wait_secs, then exits 3.",
+        ),
+        ("/var/cache/origin-audit/", "cached Cloudflare ranges."),
+        (
+            "/var/lib/origin-audit/origin-audit.prom",
+            "metrics written by the packaged systemd service (--prometheus-textfile).",
+        ),
+        (
+            "/lib/systemd/system/origin-audit.timer",
+            "hourly audit, not enabled by the package: systemctl enable --now origin-audit.timer.",
+        ),
+        (
+            "/etc/cron.d/origin-audit",
+            "hourly audit on hosts without systemd (skipped when systemd runs).",
+        ),
+    ] {
+        r.control("TP", [] as [&str; 0]);
+        r.text([bold(path)]);
+        r.text([roman(what)]);
+    }
+    r.control("SH", ["EXAMPLES"]);
+    for (ex, what) in [
+        (
+            "origin-audit check",
+            "audit this host and print the findings with their fixes.",
+        ),
+        (
+            "origin-audit check --quiet",
+            "for cron: silent and exit 0 when all is well.",
+        ),
+        (
+            "origin-audit check --nft-json candidate.json --with-host",
+            "audit a candidate ruleset with this host's listeners before loading it.",
+        ),
+        (
+            "origin-audit explain 173.245.48.1 443",
+            "every chain and rule a new connection from that address meets.",
+        ),
+    ] {
+        r.control("TP", [] as [&str; 0]);
+        r.text([bold(ex)]);
+        r.text([roman(what)]);
+    }
+    buf.extend_from_slice(r.render().as_bytes());
+    man.render_version_section(&mut buf)?;
+    Ok(buf)
+}

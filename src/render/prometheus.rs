@@ -1,0 +1,259 @@
+//! The node_exporter textfile-collector format (`check --prometheus-textfile PATH`).
+//!
+//! Owns: the metric names, labels and HELP texts below — a contract like the JSON format
+//! (dashboards and alerts key on them; add, never rename):
+//!
+//! ```text
+//! origin_audit_status                          0 ok, 1 warning, 2 critical, 3 unknown (= exit code)
+//! origin_audit_findings{code,severity}         open findings (accepted ones not counted)
+//! origin_audit_accepted_findings{code,severity} findings an [[accept]] exception covers
+//! origin_audit_blocked_ranges{port,verdict}    provider ranges (as published) any part of which
+//!                                              gets this verdict on this port; verdict is drop,
+//!                                              reject, rate_limited or conditional; every
+//!                                              audited port × verdict is written, zeros included
+//! origin_audit_listener_up{port,family}        1 when a socket accepts the port at the audited
+//!                                              address (0.0.0.0/[::] or that address); only when
+//!                                              listeners were read (not for offline dumps)
+//! origin_audit_ranges_age_seconds              age of the provider range list used
+//! origin_audit_last_run_timestamp_seconds      end of this run, Unix time
+//! origin_audit_run_duration_seconds            wall time of this run
+//! ```
+//! Must not: do I/O (main.rs writes the text atomically: temp file + rename, so the collector
+//! never reads half a file).
+
+use crate::analysis::{Report, VerdictKind};
+use crate::findings::Severity;
+use crate::firewall::Family;
+use crate::firewall::addr::AddrRange;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::IpAddr;
+
+/// Label value escaping per the exposition format: backslash, double quote, newline.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(o: &mut String, name: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} gauge");
+}
+
+fn sev(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+        Severity::Unknown => "unknown",
+    }
+}
+
+fn verdict(v: VerdictKind) -> &'static str {
+    match v {
+        VerdictKind::Accept => "accept",
+        VerdictKind::Drop => "drop",
+        VerdictKind::Reject => "reject",
+        VerdictKind::RateLimited => "rate_limited",
+        VerdictKind::Conditional => "conditional",
+    }
+}
+
+/// Timing of the run, measured by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct RunTimes {
+    /// Unix time (seconds) the run ended.
+    pub finished: f64,
+    pub duration: f64,
+}
+
+/// The metrics for a finished report.
+pub fn report(r: &Report, now: time::OffsetDateTime, times: RunTimes) -> String {
+    let mut o = String::new();
+    header(
+        &mut o,
+        "origin_audit_status",
+        "Audit result: 0 ok, 1 warning, 2 critical, 3 unknown (the exit code).",
+    );
+    let _ = writeln!(o, "origin_audit_status {}", r.status.exit_code());
+
+    header(
+        &mut o,
+        "origin_audit_findings",
+        "Open findings by code and severity (accepted exceptions not counted).",
+    );
+    let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for f in &r.findings {
+        *counts.entry((f.code.id(), sev(f.severity))).or_default() += 1;
+    }
+    for ((code, s), n) in &counts {
+        let _ = writeln!(
+            o,
+            "origin_audit_findings{{code=\"{}\",severity=\"{s}\"}} {n}",
+            esc(code)
+        );
+    }
+
+    header(
+        &mut o,
+        "origin_audit_accepted_findings",
+        "Findings covered by an [[accept]] exception of the configuration.",
+    );
+    let mut acc: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for a in &r.accepted {
+        *acc.entry((a.finding.code.id(), sev(a.finding.severity)))
+            .or_default() += 1;
+    }
+    for ((code, s), n) in &acc {
+        let _ = writeln!(
+            o,
+            "origin_audit_accepted_findings{{code=\"{}\",severity=\"{s}\"}} {n}",
+            esc(code)
+        );
+    }
+
+    header(
+        &mut o,
+        "origin_audit_blocked_ranges",
+        "Cloudflare ranges (as published) any part of which gets this verdict on this port.",
+    );
+    let ranges: Vec<AddrRange> = r
+        .ranges
+        .ipv4
+        .iter()
+        .map(|n| AddrRange::from_net(ipnet::IpNet::V4(*n)))
+        .chain(
+            r.ranges
+                .ipv6
+                .iter()
+                .map(|n| AddrRange::from_net(ipnet::IpNet::V6(*n))),
+        )
+        .filter(|a| r.target.families.contains(&a.family))
+        .collect();
+    let rows: Vec<(AddrRange, &crate::analysis::ReachRow)> = r
+        .reachability
+        .iter()
+        .filter_map(|row| AddrRange::parse(&row.source).ok().map(|a| (a, row)))
+        .collect();
+    for &port in &r.ports {
+        for v in [
+            VerdictKind::Drop,
+            VerdictKind::Reject,
+            VerdictKind::RateLimited,
+            VerdictKind::Conditional,
+        ] {
+            let n = ranges
+                .iter()
+                .filter(|range| {
+                    rows.iter().any(|(a, row)| {
+                        row.port == port
+                            && row.verdict == v
+                            && a.family == range.family
+                            && a.start <= range.end
+                            && range.start <= a.end
+                    })
+                })
+                .count();
+            let _ = writeln!(
+                o,
+                "origin_audit_blocked_ranges{{port=\"{port}\",verdict=\"{}\"}} {n}",
+                verdict(v)
+            );
+        }
+    }
+
+    if let Some(listeners) = &r.listeners {
+        header(
+            &mut o,
+            "origin_audit_listener_up",
+            "1 when a socket accepts connections on the port at the audited address.",
+        );
+        for &port in &r.ports {
+            for &fam in &r.target.families {
+                let dest = r.target.dest(fam);
+                let up = listeners.iter().any(|l| {
+                    if l.port != port {
+                        return false;
+                    }
+                    if Some(l.address) == dest {
+                        return true;
+                    }
+                    match (l.address, fam) {
+                        (IpAddr::V4(a), Family::V4) => a.is_unspecified(),
+                        (IpAddr::V6(a), Family::V6) => a.is_unspecified(),
+                        // A [::] socket without IPV6_V6ONLY takes IPv4 too (ipv6(7)); Linux's
+                        // default net.ipv6.bindv6only is 0.
+                        (IpAddr::V6(a), Family::V4) => {
+                            a.is_unspecified() && !l.v6only.unwrap_or(false)
+                        }
+                        _ => false,
+                    }
+                });
+                let _ = writeln!(
+                    o,
+                    "origin_audit_listener_up{{port=\"{port}\",family=\"{fam}\"}} {}",
+                    u8::from(up)
+                );
+            }
+        }
+    }
+
+    if let Some(age) = crate::ranges::parse_as_of(&r.ranges.as_of) {
+        header(
+            &mut o,
+            "origin_audit_ranges_age_seconds",
+            "Age of the Cloudflare range list used.",
+        );
+        let _ = writeln!(
+            o,
+            "origin_audit_ranges_age_seconds {}",
+            (now - age).whole_seconds()
+        );
+    }
+    timing(&mut o, times);
+    o
+}
+
+/// The metrics when no report could be made (bad configuration, lock busy...): status 3, so
+/// a fleet dashboard sees the host is not audited rather than a stale all clear.
+pub fn failure(times: RunTimes) -> String {
+    let mut o = String::new();
+    header(
+        &mut o,
+        "origin_audit_status",
+        "Audit result: 0 ok, 1 warning, 2 critical, 3 unknown (the exit code).",
+    );
+    let _ = writeln!(o, "origin_audit_status 3");
+    timing(&mut o, times);
+    o
+}
+
+fn timing(o: &mut String, t: RunTimes) {
+    header(
+        o,
+        "origin_audit_last_run_timestamp_seconds",
+        "When the last audit finished (Unix time).",
+    );
+    let _ = writeln!(
+        o,
+        "origin_audit_last_run_timestamp_seconds {:.3}",
+        t.finished
+    );
+    header(
+        o,
+        "origin_audit_run_duration_seconds",
+        "How long the last audit took.",
+    );
+    let _ = writeln!(o, "origin_audit_run_duration_seconds {:.3}", t.duration);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
