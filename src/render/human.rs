@@ -225,10 +225,10 @@ fn matrix(r: &Report, p: &Paint) -> String {
         }
         o.push('\n');
     }
-    if rows.iter().any(|(_, r)| r.verdict != VerdictKind::Accept) {
+    if o.contains('*') {
         let _ = writeln!(
             o,
-            "  (* part of the range; `--format json` lists the exact CIDRs)"
+            "  (* only part of the range; `--format json` lists the exact CIDRs)"
         );
     }
     o
