@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod collect;
+pub mod commands;
 pub mod config;
 pub mod findings;
 pub mod firewall;

@@ -1,0 +1,303 @@
+//! The commands `check`, `explain`, `snapshot` and `config`: each loads the configuration,
+//! reads the snapshot (collect), analyses, renders, and returns the exit code (0 ok, 1 warning,
+//! 2 critical, 3 unknown). `fix` lives in `fix::command`. `main.rs` only dispatches.
+//!
+//! Owns: wiring the configuration into the inputs, the run lock, the Prometheus textfile write,
+//! colour choice. Must not: decide verdicts (analysis) or format reports (render).
+
+use crate::analysis::{self, Options, VerdictKind};
+use crate::cli::{CheckArgs, ColorChoice, ConfigCommand, ExplainArgs, Format, InputArgs};
+use crate::config::{self, Config};
+use crate::snapshot::Snapshot;
+use crate::{collect, lock, ranges, render};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Loads the configuration, fills unset flags from it, applies the command timeout.
+pub fn setup(config_path: Option<&Path>, input: &mut InputArgs) -> anyhow::Result<Config> {
+    let cfg = config::load_for_run(config_path)?;
+    cfg.merge_input(input);
+    collect::cmd::set_timeout(Duration::from_secs(cfg.audit.command_timeout_secs));
+    Ok(cfg)
+}
+
+pub fn config_command(c: ConfigCommand, config_path: Option<&Path>) -> anyhow::Result<u8> {
+    let today = time::OffsetDateTime::now_utc().date();
+    let cfg = match &c {
+        ConfigCommand::Check { file } => {
+            let path = file
+                .as_deref()
+                .or(config_path)
+                .unwrap_or(Path::new(config::DEFAULT_PATH));
+            config::load(path)?
+        }
+        ConfigCommand::Show => config::load_for_run(config_path)?,
+    };
+    let origin = cfg
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("defaults (no {})", config::DEFAULT_PATH));
+    match c {
+        ConfigCommand::Check { .. } => println!(
+            "{origin}: valid ({} accepted exception{})",
+            cfg.accept.len(),
+            if cfg.accept.len() == 1 { "" } else { "s" }
+        ),
+        ConfigCommand::Show => {
+            println!("# effective configuration: {origin}; command-line flags override it");
+            let t = cfg.to_toml();
+            print!("{t}");
+            if !t.ends_with('\n') {
+                println!();
+            }
+        }
+    }
+    for a in cfg.expired(today) {
+        println!(
+            "# note: the exception at {} ({}) expired on {}: it no longer applies",
+            a.origin,
+            a.code.id(),
+            a.until.map(|d| d.to_string()).unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+/// The snapshot to audit; with `--with-host`, the candidate dumps plus this host's listeners,
+/// interfaces and routes (the live firewall read alongside is ignored: the candidate replaces
+/// it).
+pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
+    if input.with_host && (!input.has_offline_dumps() || input.snapshot.is_some()) {
+        anyhow::bail!(
+            "--with-host needs a candidate ruleset (--iptables-save, --ip6tables-save, \
+             --nft-json or --ipset-save) and no --snapshot"
+        );
+    }
+    let mut snap = collect::snapshot(input)?;
+    if input.with_host {
+        let host = collect::read_host();
+        snap.hostname = host.hostname;
+        snap.listeners = host.listeners;
+        snap.interfaces = host.interfaces;
+        snap.default_routes = host.default_routes;
+        snap.bindv6only = host.bindv6only;
+        snap.forwarding = host.forwarding;
+        snap.read_errors
+            .extend(host.read_errors.into_iter().filter(|e| !e.firewall));
+    }
+    Ok(snap)
+}
+
+fn options(ports: &[u16], input: &crate::cli::InputArgs) -> anyhow::Result<Options> {
+    let mut o = Options::new(time::OffsetDateTime::now_utc());
+    if !ports.is_empty() {
+        let provider = ranges::cloudflare();
+        let proxied = provider.proxied_ports();
+        for p in ports {
+            if !proxied.contains(p) {
+                anyhow::bail!(
+                    "--ports: {p} is not a port {} proxies (HTTP {:?}, HTTPS {:?})",
+                    provider.name,
+                    provider.http_ports,
+                    provider.https_ports
+                );
+            }
+        }
+        o.ports = ports.to_vec();
+    }
+    o.ifaces = input.iface.clone();
+    o.dests = input.dest.clone();
+    Ok(o)
+}
+
+fn color(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
+    }
+}
+
+pub fn check(args: CheckArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let result = check_run(&args, config_path, started);
+    if result.is_err()
+        && let Some(path) = &args.prometheus_textfile
+    {
+        // The fleet must see "not audited", not the last run's all clear.
+        let text = render::prometheus::failure(run_times(started));
+        if let Err(e) = write_atomic(path, &text) {
+            eprintln!("origin-audit: {e:#}");
+        }
+    }
+    result
+}
+
+fn run_times(started: Instant) -> render::prometheus::RunTimes {
+    let now = time::OffsetDateTime::now_utc();
+    render::prometheus::RunTimes {
+        finished: now.unix_timestamp_nanos() as f64 / 1e9,
+        duration: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> anyhow::Result<u8> {
+    let mut input = args.input.clone();
+    let cfg = setup(config_path, &mut input)?;
+    let _lock = take_lock(args, &input, &cfg)?;
+    let ports = if args.ports.is_empty() {
+        &cfg.audit.ports
+    } else {
+        &args.ports
+    };
+    let mut opts = options(ports, &input)?;
+    opts.max_age_days = cfg.ranges.max_age_days;
+    let snap = snapshot(&input)?;
+    let mut report = analysis::analyze(&snap, &opts);
+    cfg.apply(&mut report, opts.now.date());
+    if let Some(path) = &args.prometheus_textfile {
+        let text = render::prometheus::report(
+            &report,
+            time::OffsetDateTime::now_utc(),
+            run_times(started),
+        );
+        write_atomic(path, &text)?;
+    }
+    if args.quiet && report.status == analysis::Status::Ok {
+        return Ok(0);
+    }
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&render::json::report(&report))?
+        ),
+        Format::Human => {
+            print!("{}", render::human::report(&report, color(args.color)));
+            if args.quiet {
+                // Cron/timer mail: the `fix` dry run (plan, proof, and the change in the
+                // detected firewall manager's terms), then the other findings' hints.
+                let prepared = analysis::prepare(&snap);
+                let plan = crate::fix::plan_ruleset(&snap, &prepared.ruleset, &opts, false);
+                if !plan.is_noop() {
+                    let v4: Vec<String> = snap.ranges.ipv4.iter().map(|n| n.to_string()).collect();
+                    let v6: Vec<String> = snap.ranges.ipv6.iter().map(|n| n.to_string()).collect();
+                    print!("\n{}", crate::fix::emit::human(&plan, &v4, &v6));
+                }
+                print!("{}", suggested_fixes(&report));
+            }
+        }
+    }
+    Ok(report.status.exit_code())
+}
+
+/// The fix hints of the open findings, numbered, for `check --quiet` mail.
+fn suggested_fixes(report: &analysis::Report) -> String {
+    let fixes: Vec<String> = report
+        .findings
+        .iter()
+        .filter_map(|f| f.fix.as_ref().map(|x| format!("[{}] {x}", f.code.id())))
+        .collect();
+    if fixes.is_empty() {
+        return String::new();
+    }
+    let mut o = String::from("\nWhat to do\n");
+    for (i, f) in fixes.iter().enumerate() {
+        o.push_str(&format!("  {}. {f}\n", i + 1));
+    }
+    o
+}
+
+/// Takes the run lock when this run reads the live host or writes metrics, or when a lock
+/// file is named explicitly. Audits of files alone (a snapshot, dumps) touch nothing shared
+/// and run unlocked, so they may run in parallel (CI, pre-apply hooks). When the default lock
+/// file cannot be created (not root), the run goes on unlocked: only root's runs can collide
+/// on the firewall and the textfile.
+fn take_lock(
+    args: &CheckArgs,
+    input: &InputArgs,
+    cfg: &Config,
+) -> anyhow::Result<Option<lock::RunLock>> {
+    let default = PathBuf::from(config::DEFAULT_LOCK_FILE);
+    let explicit = args.lock_file.is_some() || cfg.audit.lock_file != default;
+    let live = input.snapshot.is_none() && (!input.has_offline_dumps() || input.with_host);
+    if !(explicit || live || args.prometheus_textfile.is_some()) {
+        return Ok(None);
+    }
+    let path = args
+        .lock_file
+        .clone()
+        .unwrap_or(cfg.audit.lock_file.clone());
+    let wait = Duration::from_secs(args.lock_wait.unwrap_or(cfg.audit.lock_wait_secs));
+    match lock::acquire(&path, wait) {
+        Ok(l) => Ok(Some(l)),
+        Err(lock::LockError::Open { source, .. })
+            if !explicit
+                && matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                        | std::io::ErrorKind::NotFound
+                ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it over `path`, so a reader
+/// (node_exporter) never sees half a file. The temporary name does not end in `.prom`, which
+/// the textfile collector would pick up.
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "origin-audit.prom".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("cannot write {}: {e}", path.display())
+    })
+}
+
+pub fn explain(args: ExplainArgs) -> anyhow::Result<u8> {
+    let opts = options(&[], &args.input)?;
+    let snap = snapshot(&args.input)?;
+    let (e, errors) = analysis::explain(&snap, &opts, args.address, args.port, args.established);
+    for err in &errors {
+        eprintln!("origin-audit: could not parse {err}");
+    }
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&render::json::explanation(&e))?
+        ),
+        Format::Human => print!(
+            "{}",
+            render::human::explanation(&e, color(ColorChoice::Auto))
+        ),
+    }
+    if !errors.is_empty() || snap.read_errors.iter().any(|r| r.firewall) {
+        return Ok(3);
+    }
+    Ok(match e.verdict {
+        VerdictKind::Accept => 0,
+        VerdictKind::RateLimited | VerdictKind::Conditional => 1,
+        VerdictKind::Drop | VerdictKind::Reject => 2,
+    })
+}
