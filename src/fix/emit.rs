@@ -51,10 +51,13 @@ pub fn nft_rule(a: &Addition) -> String {
         Family::V4 => "ip saddr",
         Family::V6 => "ip6 saddr",
     };
+    // nft(8) CONNTRACK EXPRESSIONS: `ct status dnat` — the connection's destination was
+    // translated (DNAT, REDIRECT).
     format!(
-        "{sel} @{} tcp dport {} accept comment \"{COMMENT}\"",
+        "{sel} @{} tcp dport {}{} accept comment \"{COMMENT}\"",
         a.set,
-        ports_nft(&a.ports)
+        ports_nft(&a.ports),
+        if a.dnat { " ct status dnat" } else { "" }
     )
 }
 
@@ -67,9 +70,17 @@ pub fn ipt_spec(a: &Addition) -> String {
             p.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
         ),
     };
+    // iptables-extensions(8) conntrack: `--ctstate DNAT`, "a virtual state, matching if the
+    // original destination differs from the reply source" (DNAT, REDIRECT). (`--ctstatus`
+    // knows no DNAT.)
     format!(
-        "-p tcp -m set --match-set {} src {dport} -m comment --comment {COMMENT} -j ACCEPT",
-        a.set
+        "-p tcp -m set --match-set {} src {dport}{} -m comment --comment {COMMENT} -j ACCEPT",
+        a.set,
+        if a.dnat {
+            " -m conntrack --ctstate DNAT"
+        } else {
+            ""
+        }
     )
 }
 
@@ -296,6 +307,17 @@ pub fn ufw_commands(plan: &Plan) -> String {
     let mut s = String::from(
         "# origin-audit fix (ufw form). ufw keeps these in /etc/ufw/user.rules and /etc/ufw/user6.rules.\n# Note: ufw's user rules run after /etc/ufw/before.rules; a drop there needs editing that file.\n",
     );
+    for a in plan.additions.iter().filter(|a| a.dnat) {
+        let _ = writeln!(
+            s,
+            "# Note: {} is where a DNAT/REDIRECT sends the audited port; ufw cannot limit an allow to\n# redirected connections, so these also open it to direct connections from Cloudflare.",
+            a.ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for ps in dedup_families(plan) {
         for e in &ps.1 {
             for p in &plan.ports_needed(ps.0) {
