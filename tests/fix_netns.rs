@@ -502,7 +502,9 @@ fn without_dynamic_elements(text: &str) -> String {
         } else if in_set && t == "}" {
             in_set = false;
         } else if in_set && t.starts_with("flags ") {
-            dynamic = t["flags ".len()..].split(',').any(|f| f.trim() == "dynamic");
+            dynamic = t["flags ".len()..]
+                .split(',')
+                .any(|f| f.trim() == "dynamic");
         } else if in_set && dynamic && t.starts_with("elements = {") {
             in_elements = !t.ends_with('}');
             continue;

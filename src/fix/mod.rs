@@ -25,8 +25,8 @@ use crate::analysis::{
 };
 use crate::firewall::addr::{AddrRange, addr_to_int, family_max};
 use crate::firewall::{
-    AddrSet, Backend, CtStates, Dir, Family, Field, KeyValue, Match, Rule, RuleRef, Ruleset, SetDef, SetElem,
-    SetKind, SetRef, TableFamily, Verdict,
+    AddrSet, Backend, CtStates, Dir, Family, Field, KeyValue, Match, Rule, RuleRef, Ruleset,
+    SetDef, SetElem, SetKind, SetRef, TableFamily, Verdict,
 };
 use crate::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
@@ -290,8 +290,11 @@ fn family_of_source(s: &str) -> Family {
     }
 }
 
-/// Same culprit across rounds: backend, table, chain, rule text (positions shift as we insert).
-fn culprit_key(r: &RuleRef) -> (Backend, TableFamily, String, String, bool, String) {
+/// Same culprit across rounds: backend, table, chain, policy or not, rule text (positions shift
+/// as we insert).
+type CulpritKey = (Backend, TableFamily, String, String, bool, String);
+
+fn culprit_key(r: &RuleRef) -> CulpritKey {
     (
         r.backend,
         r.family,
@@ -711,8 +714,9 @@ fn ports_at_culprit(
                     found = true;
                     break;
                 }
-                if let Some(Verdict::Dnat { port: Some(p), .. } | Verdict::Redirect { port: Some(p) }) =
-                    verdict_of(rs, r)
+                if let Some(
+                    Verdict::Dnat { port: Some(p), .. } | Verdict::Redirect { port: Some(p) },
+                ) = verdict_of(rs, r)
                 {
                     dport = *p;
                 }
@@ -752,8 +756,8 @@ pub fn plan_ruleset(
     let mut additions: Vec<Addition> = Vec::new();
     let mut sets: Vec<ProviderSet> = Vec::new();
     let mut bans: Vec<BanList> = Vec::new();
-    let mut fixed: BTreeSet<(Backend, TableFamily, String, String, bool, String, Family, bool)> =
-        BTreeSet::new();
+    // (culprit, IP family, translated ports): an accept already put there.
+    let mut fixed: BTreeSet<(CulpritKey, Family, bool)> = BTreeSet::new();
     let target = analysis::target(snap, opts);
     let facts = host_facts(snap, &target);
     let mut report = before_report.clone();
@@ -821,7 +825,10 @@ pub fn plan_ruleset(
         // A port accepted outright needs no translated-only rule beside it.
         for fams in by_culprit.values_mut() {
             for f in [Family::V4, Family::V6] {
-                let plain = fams.get(&(f, false)).map(|e| e.0.clone()).unwrap_or_default();
+                let plain = fams
+                    .get(&(f, false))
+                    .map(|e| e.0.clone())
+                    .unwrap_or_default();
                 if let Some(e) = fams.get_mut(&(f, true)) {
                     e.0.retain(|p| !plain.contains(p));
                 }
@@ -853,8 +860,7 @@ pub fn plan_ruleset(
         let mut round_adds = Vec::new();
         for (culprit, fams) in order {
             for ((f, dnat), (ports, sources)) in fams {
-                let (b, tf, t, c, p, x) = culprit_key(&culprit);
-                if !fixed.insert((b, tf, t, c, p, x, f, dnat)) {
+                if !fixed.insert((culprit_key(&culprit), f, dnat)) {
                     problems.push(format!(
                         "an accept before {} ({}) did not let {} through; the path to it needs a \
                          change origin-audit does not make",
@@ -964,5 +970,125 @@ pub fn plan_ruleset(
         },
         rounds,
         problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::snapshot::{DefaultRoute, Dumps, IfAddr, Interface, SNAPSHOT_SCHEMA};
+
+    /// `iptables-nft-save` (iptables v1.8.9 (nf_tables)) in a throwaway namespace after
+    /// `iptables-nft-restore` of tests/scenarios/84-iptables-redirect.scn's IPv4 rules (header
+    /// comments dropped): port 80 is redirected to 8080, and INPUT drops one Cloudflare range on
+    /// 8080 — so that range is dropped on 80.
+    const REDIRECT_80: &str = "*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -s 103.21.244.0/22 -p tcp -m tcp --dport 8080 -j DROP
+-A INPUT -p tcp -m multiport --dports 443,8080 -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -i eth0 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 8080
+COMMIT
+";
+
+    fn host(v4_save: &str) -> Snapshot {
+        Snapshot {
+            schema: SNAPSHOT_SCHEMA.into(),
+            taken_at: "2026-11-26T00:00:00Z".into(),
+            hostname: None,
+            listeners: None,
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                up: true,
+                addrs: vec![IfAddr {
+                    addr: "203.0.113.2".parse().unwrap(),
+                    prefix_len: 24,
+                    scope: "global".into(),
+                }],
+            }],
+            default_routes: vec![DefaultRoute {
+                family: Family::V4,
+                iface: "eth0".into(),
+                gateway: None,
+            }],
+            bindv6only: Some(false),
+            forwarding: Default::default(),
+            dumps: Dumps {
+                iptables_nft_save: Some(v4_save.into()),
+                ..Default::default()
+            },
+            ranges: crate::ranges::cloudflare().bundled_ranges().unwrap(),
+            read_errors: vec![],
+        }
+    }
+
+    fn opts(ports: &[u16]) -> Options {
+        let mut o = Options::new(time::OffsetDateTime::now_utc());
+        o.max_age_days = 100_000;
+        o.ports = ports.to_vec();
+        o
+    }
+
+    #[test]
+    fn accept_after_a_redirect_names_the_port_the_filter_sees() {
+        let snap = host(REDIRECT_80);
+        let plan = plan(&snap, &opts(&[80, 443]), false).unwrap();
+        assert!(plan.offerable(), "{}", emit::human(&plan, &[], &[]));
+        assert_eq!(plan.additions.len(), 1, "{:?}", plan.additions);
+        let a = &plan.additions[0];
+        assert_eq!(
+            (a.chain.as_str(), a.ports.as_slice(), a.dnat),
+            ("INPUT", &[8080u16][..], true)
+        );
+        assert_eq!(
+            a.anchor,
+            Anchor::Before {
+                position: 3,
+                handle: None
+            }
+        );
+        // Only redirected connections: direct ones to 8080 stay as the admin set them.
+        assert!(
+            emit::rule_text(a).contains("--dport 8080 -m conntrack --ctstate DNAT"),
+            "{}",
+            emit::rule_text(a)
+        );
+    }
+
+    #[test]
+    fn two_accepts_before_one_iptables_culprit_both_land_before_it() {
+        // Same layout, but the culprit drops the range on every port: 443 reaches it as 443,
+        // 80 as 8080 (redirected). Both accepts go before it, in one round.
+        let save = REDIRECT_80.replace(
+            "-A INPUT -s 103.21.244.0/22 -p tcp -m tcp --dport 8080 -j DROP",
+            "-A INPUT -s 103.21.244.0/22 -p tcp -j DROP",
+        );
+        let snap = host(&save);
+        let plan = plan(&snap, &opts(&[80, 443]), false).unwrap();
+        assert!(plan.offerable(), "{}", emit::human(&plan, &[], &[]));
+        let got: Vec<(Vec<u16>, bool, Anchor)> = plan
+            .additions
+            .iter()
+            .map(|a| (a.ports.clone(), a.dnat, a.anchor.clone()))
+            .collect();
+        let before = |position| Anchor::Before {
+            position,
+            handle: None,
+        };
+        // Applied in this order (`-I INPUT 3`, then `-I INPUT 4`): both end up before the drop.
+        assert_eq!(
+            got,
+            vec![(vec![443], false, before(3)), (vec![8080], true, before(4))]
+        );
     }
 }
