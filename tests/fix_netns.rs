@@ -1,12 +1,21 @@
 //! `fix --apply` against the real kernel, in private network namespaces.
 //!
 //! For every kernel scenario (`tests/scenarios/*.scn`, read-only, via the kernel suite's own lab
-//! modules) and a few of this file's own: build the lab, probe with real SYNs (before), run
-//! `origin-audit fix --apply` in the origin, probe again (after), and check that
-//! - every Cloudflare source now connects on every audited port (refused where nothing listens),
+//! modules) and a few of this file's own: build the lab, probe with real SYNs (before) — from
+//! the scenario's sources and, as the kernel suite does, from the boundaries of origin-audit's
+//! `check` rows, with a burst inside every rate-limited row — run `origin-audit fix --apply` in
+//! the origin, probe again (after; bursts from a fresh neighbouring address, since a limit keeps
+//! per-source state), and check that
+//! - every Cloudflare source now connects on every audited port, every connect of a burst too
+//!   (refused where nothing serves the port: no listener where a REDIRECT lands, no container
+//!   where a DNAT sends it — the kernel suite's `serves`),
 //! - every control source behaves exactly as before,
 //! - a second `fix --apply` changes nothing (same dumps),
-//! - the dumps after equal the dumps before once origin-audit's own lines are taken out.
+//! - the dumps after equal the dumps before once origin-audit's own lines are taken out
+//!   (counters, element `expires` countdowns and the elements of `flags dynamic` sets are
+//!   traffic state and normalised away; everything else is compared).
+//! A scenario where no Cloudflare probe (single or burst) is blocked must leave the ruleset as
+//! it was.
 //!
 //! Then the injected faults, each of which must leave the original ruleset in place: a restore
 //! tool failing half-way, the process killed during the confirm wait (the next run restores),
