@@ -14,6 +14,7 @@
 //! - the dumps after equal the dumps before once origin-audit's own lines are taken out
 //!   (counters, element `expires` countdowns and the elements of `flags dynamic` sets are
 //!   traffic state and normalised away; everything else is compared).
+//!
 //! A scenario where no Cloudflare probe (single or burst) is blocked must leave the ruleset as
 //! it was.
 //!
