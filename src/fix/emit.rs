@@ -51,10 +51,13 @@ pub fn nft_rule(a: &Addition) -> String {
         Family::V4 => "ip saddr",
         Family::V6 => "ip6 saddr",
     };
+    // nft(8) CONNTRACK EXPRESSIONS: `ct status dnat` — the connection's destination was
+    // translated (DNAT, REDIRECT).
     format!(
-        "{sel} @{} tcp dport {} accept comment \"{COMMENT}\"",
+        "{sel} @{} tcp dport {}{} accept comment \"{COMMENT}\"",
         a.set,
-        ports_nft(&a.ports)
+        ports_nft(&a.ports),
+        if a.dnat { " ct status dnat" } else { "" }
     )
 }
 
@@ -67,9 +70,17 @@ pub fn ipt_spec(a: &Addition) -> String {
             p.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
         ),
     };
+    // iptables-extensions(8) conntrack: `--ctstate DNAT`, "a virtual state, matching if the
+    // original destination differs from the reply source" (DNAT, REDIRECT). (`--ctstatus`
+    // knows no DNAT.)
     format!(
-        "-p tcp -m set --match-set {} src {dport} -m comment --comment {COMMENT} -j ACCEPT",
-        a.set
+        "-p tcp -m set --match-set {} src {dport}{} -m comment --comment {COMMENT} -j ACCEPT",
+        a.set,
+        if a.dnat {
+            " -m conntrack --ctstate DNAT"
+        } else {
+            ""
+        }
     )
 }
 
@@ -296,6 +307,7 @@ pub fn ufw_commands(plan: &Plan) -> String {
     let mut s = String::from(
         "# origin-audit fix (ufw form). ufw keeps these in /etc/ufw/user.rules and /etc/ufw/user6.rules.\n# Note: ufw's user rules run after /etc/ufw/before.rules; a drop there needs editing that file.\n",
     );
+    s.push_str(&translated_note(plan));
     for ps in dedup_families(plan) {
         for e in &ps.1 {
             for p in &plan.ports_needed(ps.0) {
@@ -320,6 +332,7 @@ pub fn firewalld_commands(plan: &Plan) -> String {
     let mut s = String::from(
         "# origin-audit fix (firewalld form). ipsets can only be created permanently, so this\n# writes the permanent configuration and reloads (the runtime follows).\n",
     );
+    s.push_str(&translated_note(plan));
     for (f, elems) in dedup_families(plan) {
         let (name, fam, rich) = match f {
             Family::V4 => ("cloudflare_v4", "inet", "ipv4"),
@@ -341,6 +354,31 @@ pub fn firewalld_commands(plan: &Plan) -> String {
     }
     s.push_str("firewall-cmd --reload\n");
     s
+}
+
+/// For the ufw and firewalld forms, which cannot say `ct status dnat`: the ports they open
+/// for translated connections are opened for direct ones too.
+fn translated_note(plan: &Plan) -> String {
+    let mut ports: Vec<u16> = plan
+        .additions
+        .iter()
+        .filter(|a| a.dnat)
+        .flat_map(|a| a.ports.iter().copied())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() {
+        return String::new();
+    }
+    format!(
+        "# Note: {} is where a DNAT/REDIRECT sends an audited port. This form cannot limit an allow to\n# redirected connections, so it also opens {} to direct connections from Cloudflare.\n",
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        if ports.len() == 1 { "it" } else { "them" }
+    )
 }
 
 fn dedup_families(plan: &Plan) -> Vec<(Family, Vec<String>)> {

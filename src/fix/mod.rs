@@ -19,11 +19,14 @@ pub mod apply;
 pub mod command;
 pub mod emit;
 
-use crate::analysis::{self, Options, Prepared, ReachRow, Report, VerdictKind, blocks::Cuts};
-use crate::firewall::addr::{AddrRange, family_max};
+use crate::analysis::eval::{Evaluator, HostFacts, Packet, Step};
+use crate::analysis::{
+    self, Options, Prepared, ReachRow, Report, Target, VerdictKind, blocks::Cuts,
+};
+use crate::firewall::addr::{AddrRange, addr_to_int, family_max};
 use crate::firewall::{
-    AddrSet, Backend, Dir, Family, Field, KeyValue, Match, Rule, RuleRef, Ruleset, SetDef, SetElem,
-    SetKind, SetRef, TableFamily, Verdict,
+    AddrSet, Backend, CtStates, Dir, Family, Field, KeyValue, Match, Rule, RuleRef, Ruleset,
+    SetDef, SetElem, SetKind, SetRef, TableFamily, Verdict,
 };
 use crate::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
@@ -71,7 +74,15 @@ pub struct Addition {
     pub family: Family,
     /// The set it matches (`cloudflare_v4` / `cloudflare_v6`).
     pub set: String,
+    /// Destination ports as the packets carry them *at the culprit*: after a nat prerouting
+    /// DNAT/REDIRECT (`80 → 8080`) the filter chains see the new port, so an accept naming the
+    /// audited port would never match there.
     pub ports: Vec<u16>,
+    /// The ports were translated (they differ from the audited ones): the rule also requires
+    /// `ct status dnat` / `-m conntrack --ctstate DNAT`, so it accepts only connections a
+    /// DNAT/REDIRECT sent to those ports, not direct connections to them.
+    #[serde(default)]
+    pub dnat: bool,
     /// The rule that decided before (a policy has position 0).
     pub culprit: RuleRef,
     /// The provider CIDRs that culprit blocked (for the report).
@@ -279,8 +290,11 @@ fn family_of_source(s: &str) -> Family {
     }
 }
 
-/// Same culprit across rounds: backend, table, chain, rule text (positions shift as we insert).
-fn culprit_key(r: &RuleRef) -> (Backend, TableFamily, String, String, bool, String) {
+/// Same culprit across rounds: backend, table, chain, policy or not, rule text (positions shift
+/// as we insert).
+type CulpritKey = (Backend, TableFamily, String, String, bool, String);
+
+fn culprit_key(r: &RuleRef) -> CulpritKey {
     (
         r.backend,
         r.family,
@@ -333,6 +347,19 @@ fn model_rule(a: &Addition, position: usize) -> Rule {
         ranges: a.ports.iter().map(|p| (*p, *p)).collect(),
         negate: false,
     });
+    if a.dnat {
+        // What the emitted text parses back to: nft `ct status dnat`, iptables `--ctstate DNAT`.
+        matches.push(match a.backend {
+            Backend::Nft => Match::CtStatus {
+                names: vec!["dnat".into()],
+                negate: false,
+            },
+            _ => Match::CtState {
+                states: CtStates::DNAT,
+                negate: false,
+            },
+        });
+    }
     Rule {
         matches,
         effects: Vec::new(),
@@ -408,11 +435,16 @@ fn insert(rs: &mut Ruleset, a: &Addition) -> Option<Anchor> {
         ch.base.as_ref()?;
         (ch.rules.len(), Anchor::End)
     } else {
-        // Find the culprit by identity, not only by position: same text, same handle.
+        // Find the culprit by identity, not only by position: same text, same handle. An
+        // accept already put in front of it this round (the other IP family, or the translated
+        // ports) moved it down by one; rules above it never move (bottom-up order).
         let idx = ch
             .rules
             .iter()
-            .position(|r| r.source.position == c.position && r.source.text == c.text)
+            .enumerate()
+            .filter(|(i, r)| i + 1 >= c.position && r.source.text == c.text)
+            .map(|(i, _)| i)
+            .next()
             .or_else(|| {
                 c.handle
                     .and_then(|h| ch.rules.iter().position(|r| r.source.handle == Some(h)))
@@ -601,6 +633,102 @@ pub fn compare_controls(
     (n, changes)
 }
 
+/// What the evaluator knows about the host, built as the analysis builds it for its own
+/// verdicts (`analysis::host_facts`, private there): the same facts, so the same paths.
+fn host_facts(snap: &Snapshot, t: &Target) -> HostFacts {
+    HostFacts {
+        local: t.local.clone(),
+        routes: snap
+            .interfaces
+            .iter()
+            .flat_map(|i| {
+                i.addrs.iter().filter_map(move |a| {
+                    ipnet::IpNet::new(a.addr, a.prefix_len)
+                        .ok()
+                        .map(|n| (i.name.clone(), AddrRange::from_net(n.trunc())))
+                })
+            })
+            .collect(),
+        defaults: snap
+            .default_routes
+            .iter()
+            .map(|r| (r.family, r.iface.clone()))
+            .collect(),
+        forwarding: snap.forwarding,
+    }
+}
+
+fn same_rule(a: &RuleRef, b: &RuleRef) -> bool {
+    a.backend == b.backend
+        && a.family == b.family
+        && a.table == b.table
+        && a.chain == b.chain
+        && a.position == b.position
+        && a.text == b.text
+}
+
+/// The verdict of the rule a path step names, looked up in the model.
+fn verdict_of<'a>(rs: &'a Ruleset, r: &RuleRef) -> Option<&'a Verdict> {
+    let t = rs
+        .tables
+        .iter()
+        .find(|t| t.backend == r.backend && t.family == r.family && t.name == r.table)?;
+    let rule = t.chain(&r.chain)?.rules.get(r.position.checked_sub(1)?)?;
+    (rule.source.text == r.text).then_some(&rule.verdict)
+}
+
+/// The destination ports a new connection from each address block of `range` to `port` carries
+/// when it reaches `culprit`: the audited port, unless a DNAT/REDIRECT met on the way rewrote
+/// it (the evaluator applies them in hook order; nft(8) "NAT STATEMENTS", iptables-extensions(8)
+/// DNAT/REDIRECT). Blocks whose every path misses the culprit keep the audited port (the proof
+/// tells if that was wrong).
+fn ports_at_culprit(
+    ev: &Evaluator,
+    rs: &Ruleset,
+    t: &Target,
+    cuts: &Cuts,
+    range: AddrRange,
+    port: u16,
+    culprit: &RuleRef,
+) -> BTreeSet<u16> {
+    let mut out = BTreeSet::new();
+    for b in cuts.split(&[range]) {
+        let pkt = Packet {
+            family: b.family,
+            src: b.start,
+            dst: t.dest(b.family).map(|a| addr_to_int(a).1),
+            dport: port,
+            iif: t.ifaces.first().cloned(),
+            established: false,
+        };
+        let mut found = false;
+        for o in ev.evaluate(&pkt) {
+            let mut dport = port;
+            for step in &o.path {
+                let r = match step {
+                    Step::Rule(r) | Step::Policy(r) => r,
+                    Step::Chain { .. } => continue,
+                };
+                if same_rule(r, culprit) {
+                    out.insert(dport);
+                    found = true;
+                    break;
+                }
+                if let Some(
+                    Verdict::Dnat { port: Some(p), .. } | Verdict::Redirect { port: Some(p) },
+                ) = verdict_of(rs, r)
+                {
+                    dport = *p;
+                }
+            }
+        }
+        if !found {
+            out.insert(port);
+        }
+    }
+    out
+}
+
 /// Plans the fix for a snapshot. Pure.
 pub fn plan(snap: &Snapshot, opts: &Options, remove_banned: bool) -> Result<Plan, PlanError> {
     let prepared = analysis::prepare(snap);
@@ -628,8 +756,10 @@ pub fn plan_ruleset(
     let mut additions: Vec<Addition> = Vec::new();
     let mut sets: Vec<ProviderSet> = Vec::new();
     let mut bans: Vec<BanList> = Vec::new();
-    let mut fixed: BTreeSet<(Backend, TableFamily, String, String, bool, String, Family)> =
-        BTreeSet::new();
+    // (culprit, IP family, translated ports): an accept already put there.
+    let mut fixed: BTreeSet<(CulpritKey, Family, bool)> = BTreeSet::new();
+    let target = analysis::target(snap, opts);
+    let facts = host_facts(snap, &target);
     let mut report = before_report.clone();
     let mut rounds = 0;
 
@@ -662,9 +792,11 @@ pub fn plan_ruleset(
             break;
         }
         rounds += 1;
-        // culprit → family → (ports, sources)
-        type PerFamily = BTreeMap<Family, (BTreeSet<u16>, Vec<String>)>;
+        // culprit → (family, translated) → (ports at the culprit, sources)
+        type PerFamily = BTreeMap<(Family, bool), (BTreeSet<u16>, Vec<String>)>;
         let mut by_culprit: BTreeMap<RuleRef, PerFamily> = BTreeMap::new();
+        let ev = Evaluator::new(&rs, facts.clone());
+        let cuts = Cuts::new(&rs);
         for r in &bad {
             let Some(rule) = &r.rule else {
                 problems.push(format!(
@@ -674,14 +806,35 @@ pub fn plan_ruleset(
                 continue;
             };
             let f = family_of_source(&r.source);
-            let e = by_culprit
-                .entry(rule.clone())
-                .or_default()
-                .entry(f)
-                .or_default();
-            e.0.insert(r.port);
-            if !e.1.contains(&r.source) {
-                e.1.push(r.source.clone());
+            let at = match AddrRange::parse(&r.source) {
+                Ok(range) => ports_at_culprit(&ev, &rs, &target, &cuts, range, r.port, rule),
+                Err(_) => BTreeSet::from([r.port]),
+            };
+            for p in at {
+                let e = by_culprit
+                    .entry(rule.clone())
+                    .or_default()
+                    .entry((f, p != r.port))
+                    .or_default();
+                e.0.insert(p);
+                if !e.1.contains(&r.source) {
+                    e.1.push(r.source.clone());
+                }
+            }
+        }
+        // A port accepted outright needs no translated-only rule beside it.
+        for fams in by_culprit.values_mut() {
+            for f in [Family::V4, Family::V6] {
+                let plain = fams
+                    .get(&(f, false))
+                    .map(|e| e.0.clone())
+                    .unwrap_or_default();
+                if let Some(e) = fams.get_mut(&(f, true)) {
+                    e.0.retain(|p| !plain.contains(p));
+                }
+                if fams.get(&(f, true)).is_some_and(|e| e.0.is_empty()) {
+                    fams.remove(&(f, true));
+                }
             }
         }
         if !problems.is_empty() {
@@ -706,9 +859,8 @@ pub fn plan_ruleset(
         let mut progress = false;
         let mut round_adds = Vec::new();
         for (culprit, fams) in order {
-            for (f, (ports, sources)) in fams {
-                let (b, tf, t, c, p, x) = culprit_key(&culprit);
-                if !fixed.insert((b, tf, t, c, p, x, f)) {
+            for ((f, dnat), (ports, sources)) in fams {
+                if !fixed.insert((culprit_key(&culprit), f, dnat)) {
                     problems.push(format!(
                         "an accept before {} ({}) did not let {} through; the path to it needs a \
                          change origin-audit does not make",
@@ -759,6 +911,7 @@ pub fn plan_ruleset(
                     family: f,
                     set: name,
                     ports: ports.into_iter().collect(),
+                    dnat,
                     culprit: culprit.clone(),
                     sources,
                     round: rounds,
@@ -817,5 +970,125 @@ pub fn plan_ruleset(
         },
         rounds,
         problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::snapshot::{DefaultRoute, Dumps, IfAddr, Interface, SNAPSHOT_SCHEMA};
+
+    /// `iptables-nft-save` (iptables v1.8.9 (nf_tables)) in a throwaway namespace after
+    /// `iptables-nft-restore` of tests/scenarios/84-iptables-redirect.scn's IPv4 rules (header
+    /// comments dropped): port 80 is redirected to 8080, and INPUT drops one Cloudflare range on
+    /// 8080 — so that range is dropped on 80.
+    const REDIRECT_80: &str = "*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -s 103.21.244.0/22 -p tcp -m tcp --dport 8080 -j DROP
+-A INPUT -p tcp -m multiport --dports 443,8080 -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -i eth0 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 8080
+COMMIT
+";
+
+    fn host(v4_save: &str) -> Snapshot {
+        Snapshot {
+            schema: SNAPSHOT_SCHEMA.into(),
+            taken_at: "2026-11-26T00:00:00Z".into(),
+            hostname: None,
+            listeners: None,
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                up: true,
+                addrs: vec![IfAddr {
+                    addr: "203.0.113.2".parse().unwrap(),
+                    prefix_len: 24,
+                    scope: "global".into(),
+                }],
+            }],
+            default_routes: vec![DefaultRoute {
+                family: Family::V4,
+                iface: "eth0".into(),
+                gateway: None,
+            }],
+            bindv6only: Some(false),
+            forwarding: Default::default(),
+            dumps: Dumps {
+                iptables_nft_save: Some(v4_save.into()),
+                ..Default::default()
+            },
+            ranges: crate::ranges::cloudflare().bundled_ranges().unwrap(),
+            read_errors: vec![],
+        }
+    }
+
+    fn opts(ports: &[u16]) -> Options {
+        let mut o = Options::new(time::OffsetDateTime::now_utc());
+        o.max_age_days = 100_000;
+        o.ports = ports.to_vec();
+        o
+    }
+
+    #[test]
+    fn accept_after_a_redirect_names_the_port_the_filter_sees() {
+        let snap = host(REDIRECT_80);
+        let plan = plan(&snap, &opts(&[80, 443]), false).unwrap();
+        assert!(plan.offerable(), "{}", emit::human(&plan, &[], &[]));
+        assert_eq!(plan.additions.len(), 1, "{:?}", plan.additions);
+        let a = &plan.additions[0];
+        assert_eq!(
+            (a.chain.as_str(), a.ports.as_slice(), a.dnat),
+            ("INPUT", &[8080u16][..], true)
+        );
+        assert_eq!(
+            a.anchor,
+            Anchor::Before {
+                position: 3,
+                handle: None
+            }
+        );
+        // Only redirected connections: direct ones to 8080 stay as the admin set them.
+        assert!(
+            emit::rule_text(a).contains("--dport 8080 -m conntrack --ctstate DNAT"),
+            "{}",
+            emit::rule_text(a)
+        );
+    }
+
+    #[test]
+    fn two_accepts_before_one_iptables_culprit_both_land_before_it() {
+        // Same layout, but the culprit drops the range on every port: 443 reaches it as 443,
+        // 80 as 8080 (redirected). Both accepts go before it, in one round.
+        let save = REDIRECT_80.replace(
+            "-A INPUT -s 103.21.244.0/22 -p tcp -m tcp --dport 8080 -j DROP",
+            "-A INPUT -s 103.21.244.0/22 -p tcp -j DROP",
+        );
+        let snap = host(&save);
+        let plan = plan(&snap, &opts(&[80, 443]), false).unwrap();
+        assert!(plan.offerable(), "{}", emit::human(&plan, &[], &[]));
+        let got: Vec<(Vec<u16>, bool, Anchor)> = plan
+            .additions
+            .iter()
+            .map(|a| (a.ports.clone(), a.dnat, a.anchor.clone()))
+            .collect();
+        let before = |position| Anchor::Before {
+            position,
+            handle: None,
+        };
+        // Applied in this order (`-I INPUT 3`, then `-I INPUT 4`): both end up before the drop.
+        assert_eq!(
+            got,
+            vec![(vec![443], false, before(3)), (vec![8080], true, before(4))]
+        );
     }
 }
