@@ -527,7 +527,9 @@ fn connected(snap: &Snapshot) -> Vec<(String, AddrRange)> {
         .collect()
 }
 
-fn host_facts(snap: &Snapshot, t: &Target) -> eval::HostFacts {
+/// What the evaluator knows about the host besides its rules (also used by `fix` to follow a
+/// packet the same way).
+pub fn host_facts(snap: &Snapshot, t: &Target) -> eval::HostFacts {
     eval::HostFacts {
         local: t.local.clone(),
         routes: connected(snap),

@@ -19,7 +19,7 @@ pub mod apply;
 pub mod command;
 pub mod emit;
 
-use crate::analysis::eval::{Evaluator, HostFacts, Packet, Step};
+use crate::analysis::eval::{Evaluator, Packet, Step};
 use crate::analysis::{
     self, Options, Prepared, ReachRow, Report, Target, VerdictKind, blocks::Cuts,
 };
@@ -633,31 +633,6 @@ pub fn compare_controls(
     (n, changes)
 }
 
-/// What the evaluator knows about the host, built as the analysis builds it for its own
-/// verdicts (`analysis::host_facts`, private there): the same facts, so the same paths.
-fn host_facts(snap: &Snapshot, t: &Target) -> HostFacts {
-    HostFacts {
-        local: t.local.clone(),
-        routes: snap
-            .interfaces
-            .iter()
-            .flat_map(|i| {
-                i.addrs.iter().filter_map(move |a| {
-                    ipnet::IpNet::new(a.addr, a.prefix_len)
-                        .ok()
-                        .map(|n| (i.name.clone(), AddrRange::from_net(n.trunc())))
-                })
-            })
-            .collect(),
-        defaults: snap
-            .default_routes
-            .iter()
-            .map(|r| (r.family, r.iface.clone()))
-            .collect(),
-        forwarding: snap.forwarding,
-    }
-}
-
 fn same_rule(a: &RuleRef, b: &RuleRef) -> bool {
     a.backend == b.backend
         && a.family == b.family
@@ -759,7 +734,7 @@ pub fn plan_ruleset(
     // (culprit, IP family, translated ports): an accept already put there.
     let mut fixed: BTreeSet<(CulpritKey, Family, bool)> = BTreeSet::new();
     let target = analysis::target(snap, opts);
-    let facts = host_facts(snap, &target);
+    let facts = analysis::host_facts(snap, &target);
     let mut report = before_report.clone();
     let mut rounds = 0;
 
