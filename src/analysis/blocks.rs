@@ -26,7 +26,7 @@ impl Cuts {
                 for r in &ch.rules {
                     for m in &r.matches {
                         match m {
-                            Match::Addr { set, .. } => {
+                            Match::Addr { set, .. } | Match::CtOrigAddr { set, .. } => {
                                 for x in &set.ranges {
                                     c.range(x);
                                 }

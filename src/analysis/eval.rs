@@ -768,6 +768,34 @@ impl<'a> Evaluator<'a> {
                 // DNAT/SNAT are status bits folded into the state word by xt_conntrack.
                 b(cur & states != 0, *negate)
             }
+            Match::CtOrigAddr { dir, set, negate } => {
+                if !has_conntrack_entry(s) {
+                    return Tri::No;
+                }
+                match dir {
+                    Dir::Src => b(set.contains(p.family, p.src), *negate),
+                    Dir::Dst => match p.dst {
+                        Some(d) => b(set.contains(p.family, d), *negate),
+                        None => Tri::Depends(
+                            CondKind::Undecidable,
+                            format!("original destination address is in {set} (pass --dest)"),
+                        ),
+                    },
+                }
+            }
+            Match::CtOrigPort {
+                dir,
+                ranges,
+                negate,
+            } => {
+                if !has_conntrack_entry(s) {
+                    return Tri::No;
+                }
+                match dir {
+                    Dir::Dst => b(in_ranges(ranges, p.dport), *negate),
+                    Dir::Src => src_port(ranges, *negate),
+                }
+            }
             Match::CtStatus { names, negate } => {
                 let mut any = false;
                 for n in names {
@@ -1163,6 +1191,8 @@ fn negated(m: &Match) -> bool {
         | Match::AddrType { negate, .. }
         | Match::Mark { negate, .. }
         | Match::ReversePath { negate, .. }
+        | Match::CtOrigAddr { negate, .. }
+        | Match::CtOrigPort { negate, .. }
         | Match::ConnMark { negate, .. }
         | Match::Length { negate, .. }
         | Match::NfProto { negate, .. }
@@ -1201,6 +1231,11 @@ fn patterns(p: &[IfPattern]) -> String {
         .map(|x| format!("{}{}", x.name, if x.prefix { "+" } else { "" }))
         .collect();
     v.join(",")
+}
+
+/// Whether the packet has a conntrack entry (conntrack ran and it was not NOTRACKed).
+fn has_conntrack_entry(s: &St) -> bool {
+    s.ct.is_some_and(|c| c & CtStates::UNTRACKED == 0)
 }
 
 fn with_conntrack(mut st: St) -> St {

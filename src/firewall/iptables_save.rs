@@ -935,7 +935,7 @@ fn module(name: &str, opts: &[Opt], ctx: &RuleCtx, out: &mut Vec<Match>) -> Resu
                     // (conntrack(8) / iptables-extensions(8) conntrack "--ctorigsrc").
                     "--ctorigsrc" | "--ctorigdst" => {
                         match parse_addr_list(o.arg(0)?, ctx.family)? {
-                            Some(set) => out.push(Match::Addr {
+                            Some(set) => out.push(Match::CtOrigAddr {
                                 dir: if o.name == "--ctorigsrc" {
                                     Dir::Src
                                 } else {
@@ -947,7 +947,7 @@ fn module(name: &str, opts: &[Opt], ctx: &RuleCtx, out: &mut Vec<Match>) -> Resu
                             None => out.push(unknown_module(name, std::slice::from_ref(o))),
                         }
                     }
-                    "--ctorigsrcport" | "--ctorigdstport" => out.push(Match::Port {
+                    "--ctorigsrcport" | "--ctorigdstport" => out.push(Match::CtOrigPort {
                         dir: if o.name == "--ctorigsrcport" {
                             Dir::Src
                         } else {
@@ -2000,11 +2000,11 @@ mod tests {
             );
             let od = rule(input, "--ctorigdst");
             assert!(
-                matches!(&od.matches[0], Match::Addr { dir: Dir::Dst, set, negate: false } if set.to_string() == "203.0.113.10/32")
+                matches!(&od.matches[0], Match::CtOrigAddr { dir: Dir::Dst, set, negate: false } if set.to_string() == "203.0.113.10/32")
             );
             assert_eq!(
                 od.matches[1],
-                Match::Port {
+                Match::CtOrigPort {
                     dir: Dir::Dst,
                     ranges: vec![(8080, 8080)],
                     negate: false

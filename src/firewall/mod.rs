@@ -479,6 +479,21 @@ pub enum Match {
     TcpFlags { mask: u8, comp: u8, negate: bool },
     /// `-m state/conntrack --ctstate`, `ct state`.
     CtState { states: u8, negate: bool },
+    /// conntrack `--ctorigsrc/--ctorigdst`: an address of the connection's original direction —
+    /// the packet as it arrived, before DNAT/REDIRECT rewrote it (iptables-extensions(8),
+    /// conntrack). Without a conntrack entry (before priority -200, or NOTRACK) the whole
+    /// conntrack match is false whatever its `!` (xt_conntrack: `ct == NULL` → no match).
+    CtOrigAddr {
+        dir: Dir,
+        set: AddrSet,
+        negate: bool,
+    },
+    /// conntrack `--ctorigsrcport/--ctorigdstport`: original-direction ports, as above.
+    CtOrigPort {
+        dir: Dir,
+        ranges: Vec<(u16, u16)>,
+        negate: bool,
+    },
     /// `-m conntrack --ctstatus`/ `ct status`: DNAT/SNAT/CONFIRMED...; new SYN has none but
     /// DNAT after nat prerouting.
     CtStatus { names: Vec<String>, negate: bool },
