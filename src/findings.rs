@@ -18,6 +18,18 @@ pub enum Severity {
     Unknown,
 }
 
+impl Severity {
+    /// The wire name (as in the JSON report and Prometheus labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+            Severity::Unknown => "unknown",
+        }
+    }
+}
+
 macro_rules! codes {
     ($( $variant:ident = $id:literal, $sev:ident, $cf:expr, $title:literal, $doc:literal; )*) => {
         /// Stable finding codes.

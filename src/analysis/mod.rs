@@ -53,6 +53,19 @@ pub enum VerdictKind {
     Conditional,
 }
 
+impl VerdictKind {
+    /// The wire name (as in the JSON report and Prometheus labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Accept => "accept",
+            VerdictKind::Drop => "drop",
+            VerdictKind::Reject => "reject",
+            VerdictKind::RateLimited => "rate_limited",
+            VerdictKind::Conditional => "conditional",
+        }
+    }
+}
+
 /// One row of the reachability matrix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReachRow {
@@ -154,6 +167,37 @@ impl Report {
         } else {
             Status::Ok
         };
+    }
+}
+
+impl Report {
+    /// The provider's ranges (as published) of the families that were analysed.
+    pub fn provider_ranges(&self) -> Vec<AddrRange> {
+        self.ranges
+            .ipv4
+            .iter()
+            .map(|n| AddrRange::from_net(ipnet::IpNet::V4(*n)))
+            .chain(
+                self.ranges
+                    .ipv6
+                    .iter()
+                    .map(|n| AddrRange::from_net(ipnet::IpNet::V6(*n))),
+            )
+            .filter(|a| self.target.families.contains(&a.family))
+            .collect()
+    }
+
+    /// Verdicts of the reachability rows on `port` that overlap `range`.
+    pub fn verdicts_within(&self, port: u16, range: &AddrRange) -> Vec<VerdictKind> {
+        self.reachability
+            .iter()
+            .filter(|row| row.port == port)
+            .filter_map(|row| AddrRange::parse(&row.source).ok().map(|a| (a, row)))
+            .filter(|(a, _)| {
+                a.family == range.family && a.start <= range.end && range.start <= a.end
+            })
+            .map(|(_, row)| row.verdict)
+            .collect()
     }
 }
 

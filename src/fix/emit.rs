@@ -529,16 +529,6 @@ pub fn ban_advice(plan: &Plan, v4: &[String], v6: &[String]) -> String {
     s
 }
 
-fn verdict_word(v: VerdictKind) -> &'static str {
-    match v {
-        VerdictKind::Accept => "accept",
-        VerdictKind::Drop => "drop",
-        VerdictKind::Reject => "reject",
-        VerdictKind::RateLimited => "rate_limited",
-        VerdictKind::Conditional => "conditional",
-    }
-}
-
 fn rows_table(rows: &[ReachRow], only_bad: bool) -> String {
     let mut s = String::new();
     for r in rows
@@ -550,7 +540,7 @@ fn rows_table(rows: &[ReachRow], only_bad: bool) -> String {
             "    {:>5}  {:<22} {:<12}{}",
             r.port,
             r.source,
-            verdict_word(r.verdict),
+            r.verdict.as_str(),
             r.rule
                 .as_ref()
                 .map(|x| format!(" {}", rule_label(x)))
@@ -657,8 +647,8 @@ pub fn human(plan: &Plan, v4: &[String], v6: &[String]) -> String {
             "    port {} {}: {} → {}",
             c.port,
             c.source,
-            verdict_word(c.before),
-            verdict_word(c.after)
+            c.before.as_str(),
+            c.after.as_str()
         );
     }
     for p in &plan.problems {

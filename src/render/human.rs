@@ -2,11 +2,8 @@
 //! the command that fixes it), listeners, then a compact matrix of ranges × ports.
 //! Colour only when asked to (the caller decides: on a TTY, or `--color always`).
 
-use crate::analysis::{
-    Explanation, ReachRow, Report, Status, VerdictKind, rule_label, source_name,
-};
+use crate::analysis::{Explanation, Report, Status, VerdictKind, rule_label, source_name};
 use crate::findings::Severity;
-use crate::firewall::addr::AddrRange;
 use std::fmt::Write;
 
 struct Paint(bool);
@@ -175,24 +172,7 @@ fn join(ports: &[u16]) -> String {
 /// Ranges × ports; a range split between verdicts shows the worst with a `*`.
 fn matrix(r: &Report, p: &Paint) -> String {
     let mut o = String::new();
-    let ranges: Vec<AddrRange> = r
-        .ranges
-        .ipv4
-        .iter()
-        .map(|n| AddrRange::from_net(ipnet::IpNet::V4(*n)))
-        .chain(
-            r.ranges
-                .ipv6
-                .iter()
-                .map(|n| AddrRange::from_net(ipnet::IpNet::V6(*n))),
-        )
-        .filter(|a| r.target.families.contains(&a.family))
-        .collect();
-    let rows: Vec<(AddrRange, &ReachRow)> = r
-        .reachability
-        .iter()
-        .filter_map(|row| AddrRange::parse(&row.source).ok().map(|a| (a, row)))
-        .collect();
+    let ranges = r.provider_ranges();
     let _ = write!(o, "  {:<20}", "range");
     for port in &r.ports {
         let _ = write!(o, " {port:<8}");
@@ -201,16 +181,7 @@ fn matrix(r: &Report, p: &Paint) -> String {
     for range in ranges {
         let _ = write!(o, "  {:<20}", range.to_string());
         for port in &r.ports {
-            let vs: Vec<VerdictKind> = rows
-                .iter()
-                .filter(|(a, row)| {
-                    row.port == *port
-                        && a.family == range.family
-                        && a.start <= range.end
-                        && range.start <= a.end
-                })
-                .map(|(_, row)| row.verdict)
-                .collect();
+            let vs = r.verdicts_within(*port, &range);
             let worst = vs.iter().copied().max_by_key(|v| severity_rank(*v));
             match worst {
                 None => {

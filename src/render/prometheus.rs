@@ -22,9 +22,7 @@
 //! never reads half a file).
 
 use crate::analysis::{Report, VerdictKind};
-use crate::findings::Severity;
 use crate::firewall::Family;
-use crate::firewall::addr::AddrRange;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -39,25 +37,6 @@ fn esc(s: &str) -> String {
 fn header(o: &mut String, name: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}");
     let _ = writeln!(o, "# TYPE {name} gauge");
-}
-
-fn sev(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-        Severity::Unknown => "unknown",
-    }
-}
-
-fn verdict(v: VerdictKind) -> &'static str {
-    match v {
-        VerdictKind::Accept => "accept",
-        VerdictKind::Drop => "drop",
-        VerdictKind::Reject => "reject",
-        VerdictKind::RateLimited => "rate_limited",
-        VerdictKind::Conditional => "conditional",
-    }
 }
 
 /// Timing of the run, measured by the caller.
@@ -85,7 +64,9 @@ pub fn report(r: &Report, now: time::OffsetDateTime, times: RunTimes) -> String 
     );
     let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for f in &r.findings {
-        *counts.entry((f.code.id(), sev(f.severity))).or_default() += 1;
+        *counts
+            .entry((f.code.id(), f.severity.as_str()))
+            .or_default() += 1;
     }
     for ((code, s), n) in &counts {
         let _ = writeln!(
@@ -102,7 +83,7 @@ pub fn report(r: &Report, now: time::OffsetDateTime, times: RunTimes) -> String 
     );
     let mut acc: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for a in &r.accepted {
-        *acc.entry((a.finding.code.id(), sev(a.finding.severity)))
+        *acc.entry((a.finding.code.id(), a.finding.severity.as_str()))
             .or_default() += 1;
     }
     for ((code, s), n) in &acc {
@@ -118,24 +99,7 @@ pub fn report(r: &Report, now: time::OffsetDateTime, times: RunTimes) -> String 
         "origin_audit_blocked_ranges",
         "Cloudflare ranges (as published) any part of which gets this verdict on this port.",
     );
-    let ranges: Vec<AddrRange> = r
-        .ranges
-        .ipv4
-        .iter()
-        .map(|n| AddrRange::from_net(ipnet::IpNet::V4(*n)))
-        .chain(
-            r.ranges
-                .ipv6
-                .iter()
-                .map(|n| AddrRange::from_net(ipnet::IpNet::V6(*n))),
-        )
-        .filter(|a| r.target.families.contains(&a.family))
-        .collect();
-    let rows: Vec<(AddrRange, &crate::analysis::ReachRow)> = r
-        .reachability
-        .iter()
-        .filter_map(|row| AddrRange::parse(&row.source).ok().map(|a| (a, row)))
-        .collect();
+    let ranges = r.provider_ranges();
     for &port in &r.ports {
         for v in [
             VerdictKind::Drop,
@@ -145,20 +109,12 @@ pub fn report(r: &Report, now: time::OffsetDateTime, times: RunTimes) -> String 
         ] {
             let n = ranges
                 .iter()
-                .filter(|range| {
-                    rows.iter().any(|(a, row)| {
-                        row.port == port
-                            && row.verdict == v
-                            && a.family == range.family
-                            && a.start <= range.end
-                            && range.start <= a.end
-                    })
-                })
+                .filter(|range| r.verdicts_within(port, range).contains(&v))
                 .count();
             let _ = writeln!(
                 o,
                 "origin_audit_blocked_ranges{{port=\"{port}\",verdict=\"{}\"}} {n}",
-                verdict(v)
+                v.as_str()
             );
         }
     }
