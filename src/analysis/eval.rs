@@ -453,7 +453,7 @@ impl<'a> Evaluator<'a> {
                 if b.ctype == ChainType::Nat && (st.pkt.established || st.dnat_done) {
                     // nat chains see only the first packet; after a binding, later nat chains
                     // at this hook are skipped.
-                    continue_unchanged(&mut next, st);
+                    next.push(st);
                     continue;
                 }
                 st.path.push(Step::Chain {
@@ -1249,10 +1249,6 @@ fn with_conntrack(mut st: St) -> St {
     st
 }
 
-fn continue_unchanged(next: &mut Vec<St>, st: St) {
-    next.push(st);
-}
-
 fn apply_effects(s: &mut St, effects: &[Effect]) {
     for e in effects {
         match e {
@@ -1301,11 +1297,6 @@ fn finish(s: St, fate: Fate, decided_by: Option<RuleRef>) -> Outcome {
         conds: s.conds,
         path: s.path,
     }
-}
-
-/// The one address of `range` used to stand for its whole block.
-pub fn representative(r: &AddrRange) -> u128 {
-    r.start
 }
 
 #[cfg(test)]

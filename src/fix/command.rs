@@ -146,7 +146,7 @@ pub fn run(args: FixArgs) -> anyhow::Result<u8> {
         confirm_timeout: args.confirm_timeout.map(Duration::from_secs),
     };
     let before = prepared.ruleset.clone();
-    let families = plan_families(&plan, &snap, &opts);
+    let families = plan_families(&snap, &opts);
     let verify = || -> Result<(), String> {
         let snap2 = collect::snapshot(&args.input).map_err(|e| format!("re-read: {e:#}"))?;
         let p2 = analysis::prepare(&snap2);
@@ -230,8 +230,7 @@ fn rule_shape(rs: &crate::firewall::Ruleset) -> Vec<(String, String, usize, Stri
         .collect()
 }
 
-fn plan_families(plan: &Plan, snap: &Snapshot, opts: &Options) -> Vec<crate::firewall::Family> {
-    let _ = plan;
+fn plan_families(snap: &Snapshot, opts: &Options) -> Vec<crate::firewall::Family> {
     analysis::target(snap, opts).families
 }
 
