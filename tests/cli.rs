@@ -3,11 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod package_support;
+
+use package_support::is_root;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_origin-audit");
+use package_support::BIN;
 
 fn fixture(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -289,15 +292,4 @@ fn without_root_the_verdict_is_unknown() {
         .map(|f| f["message"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(msgs.iter().any(|m| m.contains("needs root")), "{msgs:?}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }

@@ -4,10 +4,13 @@
 //! iptables-legacy, python3, setpriv; skipped with a printed reason otherwise. Never touches the
 //! root namespace's firewall: every firewall command runs under `ip netns exec`.
 
+mod package_support;
+
 use origin_audit::snapshot::Snapshot;
+use package_support::{find_in_path, is_root};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -31,25 +34,6 @@ impl Drop for Guard {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn find_in_path(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(tool))
-            .find(|p| p.is_file())
-    })
 }
 
 /// Run to completion within `secs`, killed otherwise; returns (success, stdout, stderr).

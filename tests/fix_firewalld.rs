@@ -8,34 +8,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod package_support;
+
+use package_support::{BIN, find_in_path, is_root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_origin-audit");
 
 fn fixture(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(p)
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
 }
 
 /// Deletes the namespace and its /etc overlay even when the test fails.
@@ -61,7 +43,7 @@ fn offline_cmd(ns: &str, args: &[String]) -> Output {
 
 #[test]
 fn firewalld_form_is_accepted_by_firewalld_tooling() {
-    let (true, Some(_)) = (is_root(), which("firewall-offline-cmd")) else {
+    let (true, Some(_)) = (is_root(), find_in_path("firewall-offline-cmd")) else {
         // scripts/test installs firewalld; running without it must not look like a pass.
         panic!(
             "needs root and firewall-offline-cmd (Debian package firewalld; ./scripts/test installs it)"
