@@ -17,6 +17,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -87,24 +88,33 @@ fn del_netns(name: &str) {
         .status();
 }
 
-/// Kill every process and delete every namespace still registered (watchdog path).
+/// Set by the watchdog: no new command starts, so nothing new appears while it cleans up.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+/// Kill every process and delete every namespace still registered (watchdog path). Scenario
+/// threads keep running meanwhile: commands already started may still create a namespace, so
+/// this sweeps a few times, after the shutdown flag has stopped new ones.
 pub fn cleanup_all() {
-    let (pids, nss, dirs) = {
-        let mut r = registry();
-        (
-            std::mem::take(&mut r.pids),
-            std::mem::take(&mut r.namespaces),
-            std::mem::take(&mut r.dirs),
-        )
-    };
-    for pid in pids {
-        kill_pid(pid);
-    }
-    for ns in nss {
-        del_netns(&ns);
-    }
-    for d in dirs {
-        let _ = std::fs::remove_dir_all(d);
+    SHUTDOWN.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let (pids, nss, dirs): (Vec<u32>, Vec<String>, Vec<_>) = {
+            let r = registry();
+            (
+                r.pids.iter().copied().collect(),
+                r.namespaces.iter().cloned().collect(),
+                r.dirs.iter().cloned().collect(),
+            )
+        };
+        for pid in pids {
+            kill_pid(pid);
+        }
+        for ns in nss {
+            del_netns(&ns);
+        }
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -174,6 +184,11 @@ fn describe(cmd: &Command) -> String {
 /// run or timed out; a non-zero exit is in [`Output::code`].
 pub fn run(cmd: &mut Command, stdin: Option<&str>, timeout: Duration) -> Result<Output, String> {
     let what = describe(cmd);
+    if SHUTDOWN.load(Ordering::SeqCst) {
+        return Err(format!(
+            "`{what}`: not started, the watchdog is cleaning up"
+        ));
+    }
     let mut child = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -319,6 +334,9 @@ impl Lab {
             helpers: vec![],
             scratch: None,
         };
+        if SHUTDOWN.load(Ordering::SeqCst) {
+            return Err("not started, the watchdog is cleaning up".into());
+        }
         {
             let mut r = registry();
             r.namespaces.insert(lab.origin.clone());
