@@ -762,6 +762,36 @@ fn listening(sc: &Scenario, p: &Probe) -> bool {
     sc.serves(p.port, p.src.is_ipv6())
 }
 
+/// Starts `fix --apply --confirm-timeout SECS` in the origin namespace and returns once the
+/// change is loaded and the pending-rollback marker is written (the confirm wait has begun).
+fn apply_awaiting_confirm(
+    lab: &netns::Lab,
+    state: &Path,
+    secs: u32,
+) -> Result<KillOnDrop, Vec<String>> {
+    let mut c = lab.in_origin(BIN);
+    c.args([
+        "fix",
+        "--offline",
+        "--ports",
+        &ports_arg(lab),
+        "--state-dir",
+    ])
+    .arg(state)
+    .args(["--apply", "--confirm-timeout", &secs.to_string()]);
+    let child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| vec![e.to_string()])?;
+    let child = KillOnDrop(child);
+    wait_for(|| {
+        state.join("pending-rollback.json").exists() && dumps(lab).contains("origin-audit")
+    })
+    .map_err(|e| vec![e])?;
+    Ok(child)
+}
+
 /// Cloudflare now through everywhere; controls exactly as before.
 fn compare_probes(sc: &Scenario, before: &[Probe], after: &[Probe]) -> Vec<String> {
     let mut fails = vec![];
@@ -1050,26 +1080,7 @@ fn fault_case(
                 )]);
             }
             // And with confirmation it stays.
-            let mut c = lab.in_origin(BIN);
-            c.args([
-                "fix",
-                "--offline",
-                "--ports",
-                &ports_arg(&lab),
-                "--state-dir",
-            ])
-            .arg(state)
-            .args(["--apply", "--confirm-timeout", "20"]);
-            let child = c
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .map_err(|e| vec![e.to_string()])?;
-            let mut child = KillOnDrop(child);
-            wait_for(|| {
-                state.join("pending-rollback.json").exists() && dumps(&lab).contains("origin-audit")
-            })
-            .map_err(|e| vec![e])?;
+            let mut child = apply_awaiting_confirm(&lab, state, 20)?;
             let out = fix(&lab, state, &["--confirm"], None).map_err(|e| vec![e])?;
             let st = wait_child(&mut child.0, Duration::from_secs(30)).map_err(|e| vec![e])?;
             if out.code != Some(0) || st != Some(0) || !dumps(&lab).contains("origin-audit") {
@@ -1086,26 +1097,7 @@ fn fault_case(
             let _ = fix(&lab, state, &["--revert"], None);
         }
         Fault::Killed => {
-            let mut c = lab.in_origin(BIN);
-            c.args([
-                "fix",
-                "--offline",
-                "--ports",
-                &ports_arg(&lab),
-                "--state-dir",
-            ])
-            .arg(state)
-            .args(["--apply", "--confirm-timeout", "120"]);
-            let child = c
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .map_err(|e| vec![e.to_string()])?;
-            let mut child = KillOnDrop(child);
-            wait_for(|| {
-                state.join("pending-rollback.json").exists() && dumps(&lab).contains("origin-audit")
-            })
-            .map_err(|e| vec![e])?;
+            let mut child = apply_awaiting_confirm(&lab, state, 120)?;
             // SIGKILL: no chance to clean up. `ip netns exec` execs the program, same pid.
             let _ = child.0.kill();
             let _ = child.0.wait();
