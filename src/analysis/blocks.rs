@@ -136,6 +136,7 @@ mod tests {
             effects: vec![],
             verdict: Verdict::Drop,
             source: RuleRef {
+                direction: Default::default(),
                 backend: Backend::Nft,
                 family: TableFamily::Ip,
                 table: "t".into(),

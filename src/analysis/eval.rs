@@ -346,6 +346,7 @@ impl<'a> Evaluator<'a> {
                         // ip_forward=0: the kernel drops the packet at the routing decision
                         // (ip_forward() is never reached; no FORWARD chain sees it).
                         let r = RuleRef {
+                            direction: Default::default(),
                             backend: crate::firewall::Backend::Kernel,
                             family: match st.pkt.family {
                                 Family::V4 => crate::firewall::TableFamily::Ip,
@@ -498,6 +499,7 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::new();
         if depth > MAX_DEPTH {
             let r = RuleRef {
+                direction: Default::default(),
                 backend: table.backend,
                 family: table.family,
                 table: table.name.clone(),
@@ -1267,6 +1269,7 @@ fn apply_effects(s: &mut St, effects: &[Effect]) {
 
 fn policy_ref(b: &Base<'_>) -> RuleRef {
     RuleRef {
+        direction: Default::default(),
         backend: b.table.backend,
         family: b.table.family,
         table: b.table.name.clone(),
@@ -1307,6 +1310,7 @@ mod tests {
 
     fn rref(chain: &str, pos: usize) -> RuleRef {
         RuleRef {
+            direction: Default::default(),
             backend: Backend::Nft,
             family: TableFamily::Inet,
             table: "t".into(),

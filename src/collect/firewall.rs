@@ -58,7 +58,7 @@ pub fn read_firewall(host: &dyn Host) -> (Dumps, Vec<ReadError>) {
             if nft_json_has_content(&out.stdout) {
                 // nft 1.0.x's JSON omits the device of ingress chains; its text listing has it
                 // (`hook ingress device "eth0"`), so read that too when ingress chains exist.
-                if out.stdout.contains("\"ingress\"") {
+                if out.stdout.contains("\"ingress\"") || out.stdout.contains("\"egress\"") {
                     match host.run("nft", &["list", "ruleset"]) {
                         Ok(text) => dumps.nft_text = Some(text.stdout),
                         Err(e) => {

@@ -205,6 +205,7 @@ impl OpenTable {
                 effects,
                 verdict,
                 source: RuleRef {
+                    direction: Default::default(),
                     backend,
                     family: table_family,
                     table: self.name.clone(),

@@ -37,8 +37,18 @@ pub enum Backend {
     IptablesNft,
     /// iptables/ip6tables with the legacy x_tables backend (`iptables-legacy-save`).
     IptablesLegacy,
-    /// Not a rule: a kernel setting that decides (e.g. `net.ipv4.ip_forward = 0`).
+    /// Not a rule: a kernel setting that decides (e.g. `net.ipv4.ip_forward = 0`,
+    /// `net.ipv4.conf.all.rp_filter = 1`).
     Kernel,
+    /// A route or a policy-routing rule (`ip route` / `ip rule`): `table` is the routing table
+    /// (or `rules`), `text` the entry as `ip` prints it.
+    Route,
+    /// A tc filter on a clsact/ingress qdisc: `table` is the device, `chain` the direction.
+    Tc,
+    /// An XDP program attached to an interface: `table` is the device.
+    Xdp,
+    /// The socket layer: no socket takes the SYN, or its accept queue is full.
+    Socket,
 }
 
 impl fmt::Display for Backend {
@@ -48,6 +58,10 @@ impl fmt::Display for Backend {
             Backend::IptablesNft => "iptables-nft",
             Backend::IptablesLegacy => "iptables-legacy",
             Backend::Kernel => "kernel",
+            Backend::Route => "route",
+            Backend::Tc => "tc",
+            Backend::Xdp => "xdp",
+            Backend::Socket => "socket",
         })
     }
 }
@@ -121,7 +135,8 @@ impl fmt::Display for Family {
     }
 }
 
-/// Netfilter hooks. Only those on the path of an incoming packet are evaluated.
+/// Netfilter hooks: those of an incoming packet (ingress → prerouting → input/forward) and those
+/// of the locally generated answer (output → postrouting → netdev egress).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Hook {
@@ -131,6 +146,9 @@ pub enum Hook {
     Forward,
     Output,
     Postrouting,
+    /// nft netdev `egress` (Linux 5.16+): packets leaving a device, after postrouting and
+    /// before tc egress (nf_hook_egress in __dev_queue_xmit).
+    Egress,
 }
 
 impl Hook {
@@ -142,6 +160,7 @@ impl Hook {
             "forward" => Hook::Forward,
             "output" => Hook::Output,
             "postrouting" => Hook::Postrouting,
+            "egress" => Hook::Egress,
             _ => return None,
         })
     }
@@ -242,6 +261,23 @@ pub struct RuleRef {
     pub handle: Option<u64>,
     /// The rule as the admin would write it: the `-A` line, or nft's own text rendering.
     pub text: String,
+    /// Which packet it decided: the incoming SYN (`in`) or the host's answer to it (`reply`:
+    /// the SYN-ACK, or the RST / ICMP error of a refusal).
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+/// Which way a packet of the audited connection travels.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Cloudflare's SYN arriving at this host.
+    #[default]
+    In,
+    /// This host's answer leaving toward Cloudflare.
+    Reply,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

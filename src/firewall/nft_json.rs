@@ -216,8 +216,8 @@ impl Builder {
     fn add_chain(&mut self, c: JChain, loc: &str) -> Result<(), String> {
         let (ti, _) = self.table_of(&c.family, &c.table, loc)?;
         let base = match &c.hook {
-            // A hook the model has no variant for (netdev `egress`) never sees an incoming
-            // packet; the chain is kept as a regular chain so its rules stay visible.
+            // A hook the model has no variant for never sees the audited packets; the chain is
+            // kept as a regular chain so its rules stay visible.
             Some(h) => match Hook::from_name(h) {
                 None => None,
                 Some(hook) => Some(BaseChain {
@@ -326,6 +326,7 @@ impl Builder {
             effects,
             verdict: verdict.unwrap_or(Verdict::Continue),
             source: RuleRef {
+                direction: Default::default(),
                 backend: Backend::Nft,
                 family,
                 table: r.table,

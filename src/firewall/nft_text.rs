@@ -21,7 +21,7 @@ pub fn ingress_devices(text: &str) -> Vec<(TableFamily, String, String, Vec<Stri
                 chain = None;
             }
             ["chain", name, "{", ..] => chain = Some(unquote(name)),
-            _ if line.contains("hook ingress") => {
+            _ if line.contains("hook ingress") || line.contains("hook egress") => {
                 let (Some((fam, t)), Some(c)) = (&table, &chain) else {
                     continue;
                 };

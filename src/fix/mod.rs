@@ -365,6 +365,7 @@ fn model_rule(a: &Addition, position: usize) -> Rule {
         effects: Vec::new(),
         verdict: Verdict::Accept,
         source: RuleRef {
+            direction: Default::default(),
             backend: a.backend,
             family: a.table_family,
             table: a.table.clone(),
