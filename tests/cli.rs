@@ -401,3 +401,35 @@ fn live_fix_without_a_public_address_is_unknown_and_applies_nothing() {
     }
     assert_eq!(save(), before, "the namespace's ruleset changed");
 }
+
+/// `fix --with-host` audits the candidate dumps as if loaded on this host, as `check --with-host`
+/// does: on a loopback-only namespace that is an unknown verdict, not a fix planned for
+/// addresses the host does not have.
+#[test]
+fn fix_with_host_reads_the_host_like_check() {
+    if let Some(why) = netns_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let ns = Netns::new("fix-with-host");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("drop.rules");
+    std::fs::write(&rules, "*filter\n:INPUT DROP [0:0]\nCOMMIT\n").expect("write");
+    for cmd in ["check", "fix"] {
+        let o = ns
+            .cmd(BIN)
+            .args([cmd, "--offline", "--with-host", "--iptables-save"])
+            .arg(&rules)
+            .arg("--cache-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run");
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{cmd}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

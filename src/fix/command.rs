@@ -70,7 +70,9 @@ pub fn run(args: FixArgs) -> anyhow::Result<u8> {
         anyhow::bail!("--apply/--revert work on the live host only (not with --snapshot or dumps)");
     }
     let opts = options(&args)?;
-    let snap = collect::snapshot(&args.input)?;
+    // The same reading as `check`: with `--with-host`, the candidate dumps plus this host's
+    // listeners, interfaces and routes.
+    let snap = crate::commands::snapshot(&args.input)?;
     if snap.read_errors.iter().any(|e| e.firewall) {
         for e in &snap.read_errors {
             eprintln!(
