@@ -5,7 +5,7 @@
 
 mod package_support;
 
-use package_support::is_root;
+use package_support::{Netns, is_root, netns_unavailable};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -292,4 +292,144 @@ fn without_root_the_verdict_is_unknown() {
         .map(|f| f["message"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(msgs.iter().any(|m| m.contains("needs root")), "{msgs:?}");
+}
+
+/// A snapshot of a host Cloudflare cannot reach (only loopback, no default route: what
+/// `ip netns add x; ip netns exec x origin-audit snapshot` records) behind `:INPUT DROP`.
+fn unreachable_host_snapshot(dir: &std::path::Path) -> PathBuf {
+    let rules = dir.join("drop.rules");
+    std::fs::write(&rules, "*filter\n:INPUT DROP [0:0]\nCOMMIT\n").expect("write");
+    let snap = dir.join("host.json");
+    let o = run(&[
+        "snapshot",
+        "--offline",
+        "--iptables-save",
+        rules.to_str().expect("utf8"),
+        "-o",
+        snap.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&snap).expect("read")).expect("json");
+    v["interfaces"] = serde_json::json!([{
+        "name": "lo",
+        "up": true,
+        "addrs": [{"addr": "127.0.0.1", "prefix_len": 8, "scope": "host"}]
+    }]);
+    v["default_routes"] = serde_json::json!([]);
+    std::fs::write(&snap, v.to_string()).expect("write");
+    snap
+}
+
+/// Nothing analysed (no public address) is an unknown verdict for `fix` as for `check`: exit 3
+/// and the reason, never "Nothing to fix: every Cloudflare range is accepted", in every form.
+#[test]
+fn fix_with_nothing_analysed_is_unknown_not_an_all_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = unreachable_host_snapshot(dir.path());
+    let snap = snap.to_str().expect("utf8");
+    let o = run(&["check", "--offline", "--snapshot", snap]);
+    assert_eq!(o.status.code(), Some(3), "check agrees it is unknown");
+    for extra in [
+        &[][..],
+        &["--format", "json"][..],
+        &["--emit", "nft"][..],
+        &["--emit", "iptables"][..],
+    ] {
+        let mut args = vec!["fix", "--offline", "--snapshot", snap];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_eq!(o.status.code(), Some(3), "{extra:?}\n{out}\n{err}");
+        assert!(
+            !out.to_lowercase().contains("nothing to fix")
+                && !out.contains("every Cloudflare range is accepted"),
+            "{extra:?}: {out}"
+        );
+        assert!(
+            err.contains("verdict is unknown") && err.contains("no public address"),
+            "{extra:?}: {err}"
+        );
+    }
+}
+
+/// The live form of the same: a namespace with only loopback (`ip netns add x; ip netns exec x
+/// origin-audit fix --offline`) behind `iptables -P INPUT DROP`. `fix` and `fix --apply` both
+/// exit 3 saying why, and the namespace's ruleset is left exactly as it was.
+#[test]
+fn live_fix_without_a_public_address_is_unknown_and_applies_nothing() {
+    if let Some(why) = netns_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let ns = Netns::new("fix-unknown");
+    ns.iptables(&["-P", "INPUT", "DROP"]);
+    let save = || {
+        let o = ns
+            .cmd("iptables-nft-save")
+            .output()
+            .expect("iptables-nft-save");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = save();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for apply in [false, true] {
+        let mut c = ns.cmd(BIN);
+        c.args(["fix", "--offline", "--state-dir"])
+            .arg(dir.path())
+            .arg("--cache-dir")
+            .arg(dir.path());
+        if apply {
+            c.arg("--apply");
+        }
+        let o = c.output().expect("fix");
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_eq!(o.status.code(), Some(3), "apply={apply}\n{out}\n{err}");
+        assert!(!out.contains("every Cloudflare range is accepted"), "{out}");
+        assert!(err.contains("verdict is unknown"), "{err}");
+        assert!(err.contains("nothing was changed"), "{err}");
+    }
+    assert_eq!(save(), before, "the namespace's ruleset changed");
+}
+
+/// `fix --with-host` audits the candidate dumps as if loaded on this host, as `check --with-host`
+/// does: on a loopback-only namespace that is an unknown verdict, not a fix planned for
+/// addresses the host does not have.
+#[test]
+fn fix_with_host_reads_the_host_like_check() {
+    if let Some(why) = netns_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let ns = Netns::new("fix-with-host");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("drop.rules");
+    std::fs::write(&rules, "*filter\n:INPUT DROP [0:0]\nCOMMIT\n").expect("write");
+    for cmd in ["check", "fix"] {
+        let o = ns
+            .cmd(BIN)
+            .args([cmd, "--offline", "--with-host", "--iptables-save"])
+            .arg(&rules)
+            .arg("--cache-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run");
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{cmd}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Parser for `iptables-save` / `ip6tables-save` text (both backends) into the model.
 //!
 //! Owns: the grammar of a `*-save` dump (`*table` … `COMMIT` blocks, `:CHAIN POLICY [p:b]`
-//! declarations, `-A CHAIN …` rules, `#` comments), the tokenizer for its quoted arguments, and
+//! declarations, `-N CHAIN` and `-A CHAIN …` commands, `#` comments, read in order as
+//! iptables-restore runs them), the tokenizer for its quoted arguments, and
 //! the mapping of every match module and target iptables-extensions(8) documents onto
 //! [`Match`], [`Effect`] and [`Verdict`].
 //!
@@ -17,6 +18,7 @@ use super::{
     Match, ParseError, Policy, RateLimit, RejectKind, Rule, RuleRef, SetRef, Table, TableFamily,
     Verdict, iptables_base,
 };
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// Parse one `*-save` dump. `source_name` names the dump in errors (command or file path).
@@ -61,22 +63,14 @@ pub fn parse(
             if name.is_empty() || name.contains(char::is_whitespace) {
                 return Err(err(lineno, format!("bad table header {line:?}")));
             }
-            open = Some(OpenTable {
-                name: name.to_string(),
-                line: lineno,
-                chains: Vec::new(),
-                rules: Vec::new(),
-            });
+            open = Some(OpenTable::new(name, lineno, backend, family, table_family));
             continue;
         }
         if line == "COMMIT" {
             let t = open
                 .take()
                 .ok_or_else(|| err(lineno, "COMMIT outside any *table block".into()))?;
-            tables.push(
-                t.finish(backend, family, table_family)
-                    .map_err(|(l, m)| err(l, m))?,
-            );
+            tables.push(t.finish());
             continue;
         }
         let Some(t) = open.as_mut() else {
@@ -89,7 +83,11 @@ pub fn parse(
         // `iptables-save -c` prefixes rules with their counters: `[12:3456] -A INPUT ...`.
         let rule_text = strip_counters(line);
         if rule_text.starts_with("-A ") || rule_text.starts_with("--append ") {
-            t.rules.push((lineno, rule_text.to_string()));
+            t.append(rule_text).map_err(|m| err(lineno, m))?;
+            continue;
+        }
+        if let Some(args) = strip_command(line, "-N", "--new-chain") {
+            t.new_chain(args).map_err(|m| err(lineno, m))?;
             continue;
         }
         return Err(err(lineno, format!("unrecognized line {line:?}")));
@@ -103,6 +101,15 @@ pub fn parse(
     Ok(tables)
 }
 
+/// The arguments after `short` / `long` when `line` is that command (`-N web` → `"web"`,
+/// `-N` alone → `""`).
+fn strip_command<'a>(line: &'a str, short: &str, long: &str) -> Option<&'a str> {
+    [short, long].into_iter().find_map(|c| {
+        let rest = line.strip_prefix(c)?;
+        (rest.is_empty() || rest.starts_with(char::is_whitespace)).then(|| rest.trim())
+    })
+}
+
 fn strip_counters(line: &str) -> &str {
     if line.starts_with('[')
         && let Some(end) = line.find(']')
@@ -112,16 +119,102 @@ fn strip_counters(line: &str) -> &str {
     line
 }
 
-/// A `*table` block being read: chains are declared before rules in every dump, but jump
-/// targets are only checked at COMMIT so the order inside the block does not matter.
+/// A `*table` block being read. Lines take effect in order, as iptables-restore runs them: a
+/// rule may only name (`-A`) or jump to (`-j`, `-g`) a chain created on an earlier line.
+/// Checked with iptables 1.8.9 (nft and legacy) in a private namespace: `-A INPUT -j web` before
+/// `:web - [0:0]` (or `-N web`) fails with "Chain 'web' does not exist" (nft) / "Couldn't load
+/// target `web'" (legacy); `-A web …` before it with "line 2 failed".
 struct OpenTable {
     name: String,
     line: usize,
-    chains: Vec<(String, Option<Policy>)>,
-    rules: Vec<(usize, String)>,
+    backend: Backend,
+    family: Family,
+    table_family: TableFamily,
+    chains: Vec<Chain>,
+    /// Chain name → index in `chains`: every rule looks its chain and its jump target up here.
+    index: HashMap<String, usize>,
+}
+
+/// What a chain name stands for at one point of a table block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChainKind {
+    /// A user chain created on an earlier line (`:NAME -` or `-N NAME`).
+    User,
+    /// A built-in chain of this table (declared or not: the loader creates it on use).
+    Builtin,
+    /// No chain of that name (yet).
+    Missing,
 }
 
 impl OpenTable {
+    fn new(
+        name: &str,
+        line: usize,
+        backend: Backend,
+        family: Family,
+        table_family: TableFamily,
+    ) -> Self {
+        OpenTable {
+            name: name.to_string(),
+            line,
+            backend,
+            family,
+            table_family,
+            chains: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    fn kind(&self, chain: &str) -> ChainKind {
+        if iptables_base(&self.name, chain).is_some() {
+            ChainKind::Builtin
+        } else if self.index.contains_key(chain) {
+            ChainKind::User
+        } else {
+            ChainKind::Missing
+        }
+    }
+
+    /// The index of built-in chain `name`, created with policy ACCEPT when no line declared it.
+    ///
+    /// iptables-restore 1.8.9 appends to an undeclared built-in chain: `*filter` /
+    /// `-A INPUT -p tcp --dport 22 -j DROP` / `COMMIT` loads (rc 0) with both backends and
+    /// `iptables-save` then shows `:INPUT ACCEPT [0:0]`; iptables-nft creates just that base
+    /// chain (`type filter hook input priority filter; policy accept;`). The legacy backend keeps
+    /// the policy the kernel already had (ACCEPT in a fresh namespace; DROP if `iptables -P INPUT
+    /// DROP` ran before), which a dump cannot know: the fresh default is what is modelled.
+    fn builtin(&mut self, name: &str) -> Option<usize> {
+        let (hook, priority, chain_type) = iptables_base(&self.name, name)?;
+        if let Some(&i) = self.index.get(name) {
+            return Some(i);
+        }
+        Some(self.push(Chain {
+            name: name.to_string(),
+            base: Some(BaseChain {
+                hook,
+                priority,
+                chain_type,
+                policy: Policy::Accept,
+                devices: Vec::new(),
+            }),
+            rules: Vec::new(),
+        }))
+    }
+
+    fn push(&mut self, chain: Chain) -> usize {
+        let i = self.chains.len();
+        self.index.insert(chain.name.clone(), i);
+        self.chains.push(chain);
+        i
+    }
+
+    /// `:NAME POLICY [packets:bytes]`. Loader behaviour (iptables 1.8.9, private namespace):
+    /// - built-in chain: `ACCEPT` / `DROP` set the policy, `-` leaves it (ACCEPT when new);
+    ///   declaring it again, even after rules, only changes the policy — both backends;
+    /// - user chain: legacy refuses a policy ("Can't set policy `ACCEPT' on `web' … Bad built-in
+    ///   chain name") and a second declaration ("error creating chain 'web':File exists");
+    ///   iptables-nft ignores the policy and flushes the chain on a second declaration;
+    /// - no policy word: "line 2 policy invalid"; another word: "Bad policy name" — both.
     fn declare(&mut self, decl: &str) -> Result<(), String> {
         let mut it = decl.split_whitespace();
         let name = it
@@ -134,95 +227,116 @@ impl OpenTable {
             Some(p) => return Err(format!("chain {name}: unknown policy {p:?}")),
             None => return Err(format!("chain {name}: declaration without a policy")),
         };
-        if policy.is_some() && iptables_base(&self.name, name).is_none() {
+        if let Some(i) = self.builtin(name) {
+            if let (Some(policy), Some(base)) = (policy, self.chains[i].base.as_mut()) {
+                base.policy = policy;
+            }
+            return Ok(());
+        }
+        let legacy = self.backend == Backend::IptablesLegacy;
+        if policy.is_some() && legacy {
             return Err(format!(
                 "chain {name} has a policy but is not a builtin chain of table {}",
                 self.name
             ));
         }
-        if self.chains.iter().any(|(n, _)| n == name) {
-            return Err(format!(
+        match self.index.get(name) {
+            Some(_) if legacy => Err(format!(
                 "chain {name} declared twice in table {}",
+                self.name
+            )),
+            Some(&i) => {
+                self.chains[i].rules.clear();
+                Ok(())
+            }
+            None => {
+                self.push(Chain {
+                    name: name.to_string(),
+                    base: None,
+                    rules: Vec::new(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// `-N NAME` / `--new-chain NAME`: iptables-restore runs it as the iptables command (1.8.9,
+    /// both backends: `*filter` / `-N web` / `-A web … -j ACCEPT` / `-A INPUT -j web` loads and
+    /// saves as `:web - [0:0]`). A name that already exists, built-in ones included (`-N INPUT`
+    /// in filter), fails with "Chain already exists" (nft) / "line 2 failed" (legacy).
+    fn new_chain(&mut self, args: &str) -> Result<(), String> {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let [name] = words.as_slice() else {
+            return Err(format!("-N wants one chain name, got {args:?}"));
+        };
+        if self.kind(name) != ChainKind::Missing {
+            return Err(format!(
+                "-N {name}: chain already exists in table {}",
                 self.name
             ));
         }
-        self.chains.push((name.to_string(), policy));
+        self.push(Chain {
+            name: name.to_string(),
+            base: None,
+            rules: Vec::new(),
+        });
         Ok(())
     }
 
-    fn finish(
-        self,
-        backend: Backend,
-        family: Family,
-        table_family: TableFamily,
-    ) -> Result<Table, (usize, String)> {
-        let declared: Vec<&str> = self.chains.iter().map(|(n, _)| n.as_str()).collect();
-        let mut chains: Vec<Chain> = Vec::with_capacity(self.chains.len());
-        for (name, policy) in &self.chains {
-            let base = match policy {
-                Some(policy) => {
-                    iptables_base(&self.name, name).map(|(hook, priority, ty)| BaseChain {
-                        hook,
-                        priority,
-                        chain_type: ty,
-                        policy: *policy,
-                        devices: Vec::new(),
-                    })
-                }
-                None => None,
-            };
-            chains.push(Chain {
-                name: name.clone(),
-                base,
-                rules: Vec::new(),
-            });
+    /// `-A CHAIN …`: the chain must exist by now or be a built-in chain of this table; appending
+    /// to anything else (`-A NOSUCH`, `-A INPUT` in raw) fails in both backends ("line 2
+    /// failed: No chain/target/match by that name.").
+    fn append(&mut self, text: &str) -> Result<(), String> {
+        let toks = tokenize(text)?;
+        // toks[0] is -A / --append.
+        let chain_name = toks
+            .get(1)
+            .map(|t| t.text.as_str())
+            .ok_or_else(|| "-A without a chain name".to_string())?;
+        let ci = match self.kind(chain_name) {
+            ChainKind::Builtin => self.builtin(chain_name),
+            ChainKind::User => self.index.get(chain_name).copied(),
+            ChainKind::Missing => None,
         }
-        for (lineno, text) in &self.rules {
-            let toks = tokenize(text).map_err(|m| (*lineno, m))?;
-            // toks[0] is -A / --append.
-            let chain_name = toks
-                .get(1)
-                .map(|t| t.text.as_str())
-                .ok_or_else(|| (*lineno, "-A without a chain name".to_string()))?;
-            let Some(ci) = chains.iter().position(|c| c.name == chain_name) else {
-                return Err((
-                    *lineno,
-                    format!(
-                        "rule appended to chain {chain_name:?}, which table {} does not declare",
-                        self.name
-                    ),
-                ));
-            };
-            let ctx = RuleCtx {
-                family,
-                declared: &declared,
-            };
-            let (matches, effects, verdict) =
-                parse_rule(&toks[2..], &ctx).map_err(|m| (*lineno, m))?;
-            let position = chains[ci].rules.len() + 1;
-            chains[ci].rules.push(Rule {
-                matches,
-                effects,
-                verdict,
-                source: RuleRef {
-                    direction: Default::default(),
-                    backend,
-                    family: table_family,
-                    table: self.name.clone(),
-                    chain: chain_name.to_string(),
-                    position,
-                    handle: None,
-                    text: text.clone(),
-                },
-            });
-        }
-        Ok(Table {
-            backend,
-            family: table_family,
+        .ok_or_else(|| {
+            format!(
+                "rule appended to chain {chain_name:?}, which table {} does not have \
+                 (not built in, not declared on an earlier line)",
+                self.name
+            )
+        })?;
+        let ctx = RuleCtx {
+            family: self.family,
+            table: self,
+        };
+        let (matches, effects, verdict) = parse_rule(&toks[2..], &ctx)?;
+        let source = RuleRef {
+            direction: Default::default(),
+            backend: self.backend,
+            family: self.table_family,
+            table: self.name.clone(),
+            chain: chain_name.to_string(),
+            position: self.chains[ci].rules.len() + 1,
+            handle: None,
+            text: text.to_string(),
+        };
+        self.chains[ci].rules.push(Rule {
+            matches,
+            effects,
+            verdict,
+            source,
+        });
+        Ok(())
+    }
+
+    fn finish(self) -> Table {
+        Table {
+            backend: self.backend,
+            family: self.table_family,
             name: self.name,
-            chains,
+            chains: self.chains,
             sets: Vec::new(),
-        })
+        }
     }
 }
 
@@ -354,7 +468,8 @@ struct Target {
 
 struct RuleCtx<'a> {
     family: Family,
-    declared: &'a [&'a str],
+    /// The table block as far as it has been read: the chains a jump may name.
+    table: &'a OpenTable,
 }
 
 fn parse_rule(toks: &[Tok], ctx: &RuleCtx) -> Result<(Vec<Match>, Vec<Effect>, Verdict), String> {
@@ -1340,24 +1455,38 @@ fn opt<'a>(t: &'a Target, name: &str) -> Option<&'a Opt> {
 }
 
 fn map_target(t: &Target, ctx: &RuleCtx) -> Result<(Vec<Effect>, Verdict), String> {
-    if t.goto {
-        if !ctx.declared.contains(&t.name.as_str()) {
-            return Err(format!("-g to undeclared chain {:?}", t.name));
+    let flag = if t.goto { "-g" } else { "-j" };
+    match ctx.table.kind(&t.name) {
+        // iptables 1.8.9 refuses a jump or goto to a built-in chain, declared or not
+        // (`-A INPUT -j OUTPUT`: nft "RULE_APPEND failed (Operation not supported)" or "(No such
+        // file or directory)", legacy "line 2 failed").
+        ChainKind::Builtin => {
+            return Err(format!("{flag} to built-in chain {:?}", t.name));
         }
-        return Ok((
-            Vec::new(),
-            Verdict::Goto {
-                chain: t.name.clone(),
-            },
-        ));
-    }
-    if ctx.declared.contains(&t.name.as_str()) {
-        return Ok((
-            Vec::new(),
-            Verdict::Jump {
-                chain: t.name.clone(),
-            },
-        ));
+        ChainKind::User if t.goto => {
+            return Ok((
+                Vec::new(),
+                Verdict::Goto {
+                    chain: t.name.clone(),
+                },
+            ));
+        }
+        ChainKind::User => {
+            return Ok((
+                Vec::new(),
+                Verdict::Jump {
+                    chain: t.name.clone(),
+                },
+            ));
+        }
+        ChainKind::Missing if t.goto => {
+            // legacy: "goto 'web' is not a chain"; nft: "Chain 'web' does not exist".
+            return Err(format!(
+                "-g to chain {:?}, which no earlier line declares",
+                t.name
+            ));
+        }
+        ChainKind::Missing => {}
     }
     let other = || Effect::Other {
         what: target_text(t),
@@ -1437,14 +1566,17 @@ fn map_target(t: &Target, ctx: &RuleCtx) -> Result<(Vec<Effect>, Verdict), Strin
             },
         ),
         name => {
-            // iptables-save declares every chain of the table, so an undeclared name is either
-            // a target extension the model does not know (upper case by convention: TARPIT,
-            // SYNPROXY, TPROXY) or a broken dump.
+            // Not a chain created on an earlier line, so either a target extension the model
+            // does not know (upper case by convention: TARPIT, SYNPROXY, TPROXY) or a jump the
+            // loader refuses (`-j web` with no earlier `:web` / `-N web`: iptables 1.8.9 nft
+            // "Chain 'web' does not exist", legacy "Couldn't load target `web'").
             let looks_like_target = name
                 .chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-');
             if !looks_like_target {
-                return Err(format!("-j to undeclared chain {name:?}"));
+                return Err(format!(
+                    "-j to chain {name:?}, which no earlier line declares"
+                ));
             }
             (
                 vec![],
@@ -1558,6 +1690,7 @@ fn dnat(t: &Target) -> Result<Verdict, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::{ChainType, Hook};
 
     fn v4(text: &str) -> Vec<Table> {
         match parse(text, Backend::IptablesNft, Family::V4, "test") {
@@ -1758,9 +1891,9 @@ mod tests {
             line_err("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 2001:db8::1 -j DROP\nCOMMIT\n");
         assert_eq!(line, 3);
         assert!(msg.contains("2001:db8::1"), "{msg}");
-        let (line, msg) = line_err("*filter\n:INPUT ACCEPT [0:0]\n-A OUTPUT -j DROP\nCOMMIT\n");
+        let (line, msg) = line_err("*filter\n:INPUT ACCEPT [0:0]\n-A NOSUCH -j DROP\nCOMMIT\n");
         assert_eq!(line, 3);
-        assert!(msg.contains("OUTPUT"), "{msg}");
+        assert!(msg.contains("NOSUCH"), "{msg}");
         let (line, msg) = line_err(
             "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport http -j DROP\nCOMMIT\n",
         );
@@ -1769,6 +1902,247 @@ mod tests {
         let (line, msg) = line_err("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\nCOMMIT\n");
         assert_eq!(line, 4);
         assert!(msg.contains("COMMIT"), "{msg}");
+    }
+
+    fn legacy_v4(text: &str) -> Result<Vec<Table>, ParseError> {
+        parse(text, Backend::IptablesLegacy, Family::V4, "dump")
+    }
+
+    fn base_of<'a>(t: &'a Table, chain: &str) -> &'a BaseChain {
+        match t.chain(chain).and_then(|c| c.base.as_ref()) {
+            Some(b) => b,
+            None => panic!("{chain} is not a base chain of {}: {t:?}", t.name),
+        }
+    }
+
+    // Every expectation below is what iptables-restore 1.8.9 did with the same text, both
+    // backends, in a private namespace:
+    //   ip netns add corr-$$; ip netns exec corr-$$ iptables-nft-restore < FILE (and
+    //   iptables-legacy-restore, ip6tables-{nft,legacy}-restore); then iptables-{nft,legacy}-save
+    //   and `nft list ruleset`.
+
+    #[test]
+    fn undeclared_builtin_chains_are_created_with_policy_accept() {
+        // `*filter` / `-A INPUT -p tcp --dport 22 -j DROP` / `COMMIT`: rc 0; iptables-save shows
+        // `:INPUT ACCEPT [0:0]` and the rule; nft: `type filter hook input priority filter;
+        // policy accept;`. Same for ip6tables-{nft,legacy}-restore.
+        let text = "*filter\n-A INPUT -p tcp --dport 22 -j DROP\nCOMMIT\n";
+        for backend in [Backend::IptablesNft, Backend::IptablesLegacy] {
+            for family in [Family::V4, Family::V6] {
+                let t = parse(text, backend, family, "dump").unwrap_or_else(|e| panic!("{e}"));
+                let input = base_of(&t[0], "INPUT");
+                assert_eq!(input.policy, Policy::Accept);
+                assert_eq!(input.hook, Hook::Input);
+                assert_eq!(input.priority, 0);
+                let chain = t[0].chain("INPUT").map(|c| c.rules.len());
+                assert_eq!(chain, Some(1));
+            }
+        }
+    }
+
+    #[test]
+    fn every_builtin_chain_of_every_table_may_be_appended_to_undeclared() {
+        // Each block alone loads with rc 0 in both backends, and every chain comes back as
+        // `:NAME ACCEPT [0:0]`; nft hooks/priorities: nat PREROUTING dstnat (-100), INPUT 100,
+        // OUTPUT -100, POSTROUTING srcnat (100); mangle all five at mangle (-150), OUTPUT
+        // `type route`; raw PREROUTING/OUTPUT at raw (-300); security INPUT/FORWARD/OUTPUT at
+        // 150 (iptables-nft's choice; the model keeps the x_tables NF_IP_PRI_SECURITY 50 that
+        // `iptables_base` uses for declared chains too — see its doc).
+        /// A built-in chain: name, hook, priority, type.
+        type Builtin = (&'static str, Hook, i32, ChainType);
+        let cases: [(&str, &[Builtin]); 5] = [
+            (
+                "filter",
+                &[
+                    ("INPUT", Hook::Input, 0, ChainType::Filter),
+                    ("FORWARD", Hook::Forward, 0, ChainType::Filter),
+                    ("OUTPUT", Hook::Output, 0, ChainType::Filter),
+                ],
+            ),
+            (
+                "nat",
+                &[
+                    ("PREROUTING", Hook::Prerouting, -100, ChainType::Nat),
+                    ("INPUT", Hook::Input, 100, ChainType::Nat),
+                    ("OUTPUT", Hook::Output, -100, ChainType::Nat),
+                    ("POSTROUTING", Hook::Postrouting, 100, ChainType::Nat),
+                ],
+            ),
+            (
+                "mangle",
+                &[
+                    ("PREROUTING", Hook::Prerouting, -150, ChainType::Filter),
+                    ("INPUT", Hook::Input, -150, ChainType::Filter),
+                    ("FORWARD", Hook::Forward, -150, ChainType::Filter),
+                    ("OUTPUT", Hook::Output, -150, ChainType::Route),
+                    ("POSTROUTING", Hook::Postrouting, -150, ChainType::Filter),
+                ],
+            ),
+            (
+                "raw",
+                &[
+                    ("PREROUTING", Hook::Prerouting, -300, ChainType::Filter),
+                    ("OUTPUT", Hook::Output, -300, ChainType::Filter),
+                ],
+            ),
+            (
+                "security",
+                &[
+                    ("INPUT", Hook::Input, 50, ChainType::Filter),
+                    ("FORWARD", Hook::Forward, 50, ChainType::Filter),
+                    ("OUTPUT", Hook::Output, 50, ChainType::Filter),
+                ],
+            ),
+        ];
+        for (table, chains) in cases {
+            let mut text = format!("*{table}\n");
+            for (name, ..) in chains {
+                text.push_str(&format!("-A {name} -j ACCEPT\n"));
+            }
+            text.push_str("COMMIT\n");
+            let t = v4(&text);
+            assert_eq!(t[0].chains.len(), chains.len(), "{table}");
+            for &(name, hook, priority, ty) in chains {
+                let b = base_of(&t[0], name);
+                assert_eq!(
+                    (b.hook, b.priority, b.chain_type, b.policy),
+                    (hook, priority, ty, Policy::Accept),
+                    "{table} {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn appending_to_a_chain_that_is_neither_builtin_nor_created_earlier_fails() {
+        // `-A NOSUCH -j ACCEPT` / `-A nosuch …` in filter, `-A INPUT …` in raw: nft "line 2
+        // failed: No chain/target/match by that name.", legacy "line 2 failed" (rc 1);
+        // `-A NOSUCH` the same with ip6tables-{nft,legacy}-restore. `-A web …` before
+        // `:web - [0:0]`: the same error.
+        for text in [
+            "*filter\n-A NOSUCH -j ACCEPT\nCOMMIT\n",
+            "*filter\n-A nosuch -j ACCEPT\nCOMMIT\n",
+            "*raw\n-A INPUT -j ACCEPT\nCOMMIT\n",
+            "*filter\n-A web -j ACCEPT\n:web - [0:0]\nCOMMIT\n",
+        ] {
+            let (line, msg) = line_err(text);
+            assert_eq!(line, 2, "{text}");
+            assert!(msg.contains("rule appended to chain"), "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn new_chain_command_creates_a_user_chain() {
+        // `-N web` / `-A web -p tcp --dport 443 -j ACCEPT` / `-A INPUT -j web`: rc 0 in both
+        // backends, saved as `:web - [0:0]`; so does the long form `--new-chain` / `--append`.
+        // A user chain may take a built-in name of another table (`-N INPUT` in raw loads).
+        for text in [
+            "*filter\n-N web\n-A web -p tcp --dport 443 -j ACCEPT\n-A INPUT -j web\nCOMMIT\n",
+            "*filter\n--new-chain web\n--append web -p tcp --dport 443 -j ACCEPT\n--append INPUT -j web\nCOMMIT\n",
+        ] {
+            let t = v4(text);
+            let web = t[0].chain("web").unwrap_or_else(|| panic!("no web: {t:?}"));
+            assert!(web.base.is_none());
+            assert_eq!(web.rules.len(), 1);
+            let input = t[0].chain("INPUT").map(|c| c.rules[0].verdict.clone());
+            assert_eq!(
+                input,
+                Some(Verdict::Jump {
+                    chain: "web".into()
+                })
+            );
+        }
+        let t = v4("*raw\n-N INPUT\n-A INPUT -j ACCEPT\n-A PREROUTING -j INPUT\nCOMMIT\n");
+        assert!(t[0].chain("INPUT").is_some_and(|c| c.base.is_none()));
+        // `-N web` twice, `:web -` then `-N web`, `-N INPUT` in filter: "Chain already exists"
+        // (nft) / "line 3 failed" (legacy). `-N` alone: `option "-N" requires an argument`.
+        for (text, line) in [
+            ("*filter\n-N web\n-N web\nCOMMIT\n", 3),
+            ("*filter\n:web - [0:0]\n-N web\nCOMMIT\n", 3),
+            ("*filter\n-N INPUT\nCOMMIT\n", 2),
+            ("*filter\n-N\nCOMMIT\n", 2),
+        ] {
+            assert_eq!(line_err(text).0, line, "{text}");
+        }
+    }
+
+    #[test]
+    fn jumps_name_only_user_chains_created_on_an_earlier_line() {
+        // `-A INPUT -j web` with no `web`, or before `:web - [0:0]` / `-N web`: nft "Chain 'web'
+        // does not exist", legacy "Couldn't load target `web'" (rc 2); `-g web`: nft the same,
+        // legacy "goto 'web' is not a chain". `-j OUTPUT` / `-g OUTPUT` (built in, declared or
+        // not): nft "RULE_APPEND failed", legacy "line 2 failed".
+        for (text, line) in [
+            ("*filter\n-A INPUT -j web\nCOMMIT\n", 2),
+            ("*filter\n-A INPUT -g web\nCOMMIT\n", 2),
+            ("*filter\n-A INPUT -j web\n:web - [0:0]\nCOMMIT\n", 2),
+            ("*filter\n-A INPUT -j web\n-N web\nCOMMIT\n", 2),
+            ("*filter\n-A INPUT -j OUTPUT\nCOMMIT\n", 2),
+            (
+                "*filter\n:OUTPUT ACCEPT [0:0]\n-A INPUT -j OUTPUT\nCOMMIT\n",
+                3,
+            ),
+            ("*filter\n-A INPUT -g OUTPUT\nCOMMIT\n", 2),
+        ] {
+            assert_eq!(line_err(text).0, line, "{text}");
+        }
+        // `:web - [0:0]` / `-A INPUT -j web`: rc 0.
+        let t = v4("*filter\n:web - [0:0]\n-A INPUT -j web\nCOMMIT\n");
+        assert_eq!(t[0].chains.len(), 2);
+    }
+
+    #[test]
+    fn builtin_declarations_set_the_policy_wherever_they_stand() {
+        // `-A INPUT -j ACCEPT` / `:INPUT DROP [0:0]`, and `:INPUT ACCEPT` … `:INPUT DROP` around
+        // rules: rc 0, both backends; saved `:INPUT DROP [0:0]` with every rule kept.
+        // `:INPUT - [0:0]` alone: saved `:INPUT ACCEPT`; after `:INPUT DROP`: stays DROP.
+        for (text, policy, rules) in [
+            (
+                "*filter\n-A INPUT -j ACCEPT\n:INPUT DROP [0:0]\nCOMMIT\n",
+                Policy::Drop,
+                1,
+            ),
+            (
+                "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n:INPUT DROP [0:0]\n-A INPUT -j DROP\nCOMMIT\n",
+                Policy::Drop,
+                2,
+            ),
+            ("*filter\n:INPUT - [0:0]\nCOMMIT\n", Policy::Accept, 0),
+            (
+                "*filter\n:INPUT DROP [0:0]\n:INPUT - [0:0]\nCOMMIT\n",
+                Policy::Drop,
+                0,
+            ),
+        ] {
+            for t in [v4(text), legacy_v4(text).unwrap_or_else(|e| panic!("{e}"))] {
+                assert_eq!(base_of(&t[0], "INPUT").policy, policy, "{text}");
+                assert_eq!(t[0].chains.len(), 1, "{text}");
+                assert_eq!(t[0].chains[0].rules.len(), rules, "{text}");
+            }
+        }
+        // `:INPUT` (no policy): "line 2 policy invalid"; `:INPUT REJECT`: "Bad policy name".
+        assert_eq!(line_err("*filter\n:INPUT\nCOMMIT\n").0, 2);
+        assert_eq!(line_err("*filter\n:INPUT REJECT [0:0]\nCOMMIT\n").0, 2);
+    }
+
+    #[test]
+    fn user_chain_redeclaration_and_policy_differ_between_backends() {
+        // `:web ACCEPT [0:0]`: nft rc 0, saved `:web - [0:0]`; legacy "Can't set policy
+        // `ACCEPT' on `web' line 2: Bad built-in chain name".
+        let text = "*filter\n:web ACCEPT [0:0]\nCOMMIT\n";
+        assert!(v4(text)[0].chain("web").is_some_and(|c| c.base.is_none()));
+        assert!(legacy_v4(text).is_err());
+        // `:web -` / `-A web -j ACCEPT` / `:web -` / `-A INPUT -j web`: nft rc 0 and `web` saved
+        // empty (the second declaration flushed it); legacy "error creating chain 'web':File
+        // exists" at line 4.
+        let text =
+            "*filter\n:web - [0:0]\n-A web -j ACCEPT\n:web - [0:0]\n-A INPUT -j web\nCOMMIT\n";
+        let t = v4(text);
+        assert_eq!(t[0].chain("web").map(|c| c.rules.len()), Some(0));
+        match legacy_v4(text) {
+            Err(ParseError::Line { line, .. }) => assert_eq!(line, 4),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

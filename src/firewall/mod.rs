@@ -661,7 +661,9 @@ pub enum Effect {
 
 /// Kernel defaults for iptables builtin chains: the hook and priority each table registers
 /// (include/uapi/linux/netfilter_ipv4.h `enum nf_ip_hook_priorities`: RAW -300, MANGLE -150,
-/// NAT_DST -100, FILTER 0, SECURITY 50, NAT_SRC 100).
+/// NAT_DST -100, FILTER 0, SECURITY 50, NAT_SRC 100). iptables-nft 1.8.9 registers the security
+/// chains at 150 instead (`nft list ruleset`: `type filter hook input priority 150`); the model
+/// keeps 50 for both backends, which only reorders security against nat INPUT (100).
 pub fn iptables_base(table: &str, chain: &str) -> Option<(Hook, i32, ChainType)> {
     let hook = Hook::from_name(chain)?;
     let (prio, ty) = match (table, hook) {

@@ -3,7 +3,8 @@
 //! Owns: the order of operations and the exit codes of `fix`:
 //! 0 nothing to fix / applied / confirmed / reverted, 1 a fix is offered (dry run),
 //! 2 no fix can be offered or applying failed (the original ruleset was restored),
-//! 3 the host or inputs could not be read.
+//! 3 the host or inputs could not be read, or nothing could be analysed (the verdict is unknown:
+//! never "nothing to change", nothing applied).
 //! Must not: write to the firewall itself (only [`super::apply`] does) or decide verdicts.
 
 use super::apply::{self, Config, DEFAULT_STATE_DIR};
@@ -12,6 +13,7 @@ use super::{Plan, compare_controls, plan_ruleset};
 use crate::analysis::{self, Options, VerdictKind};
 use crate::cli::{EmitForm, FixArgs, Format};
 use crate::collect;
+use crate::findings::{Finding, Severity};
 use crate::snapshot::Snapshot;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -68,7 +70,9 @@ pub fn run(args: FixArgs) -> anyhow::Result<u8> {
         anyhow::bail!("--apply/--revert work on the live host only (not with --snapshot or dumps)");
     }
     let opts = options(&args)?;
-    let snap = collect::snapshot(&args.input)?;
+    // The same reading as `check`: with `--with-host`, the candidate dumps plus this host's
+    // listeners, interfaces and routes.
+    let snap = crate::commands::snapshot(&args.input)?;
     if snap.read_errors.iter().any(|e| e.firewall) {
         for e in &snap.read_errors {
             eprintln!(
@@ -101,6 +105,27 @@ pub fn run(args: FixArgs) -> anyhow::Result<u8> {
                 Ok(0)
             }
         };
+    }
+    // What `check` would call UNKNOWN (no public address to audit, so no family analysed): an
+    // empty plan then means "nothing looked at", not "every range accepted". Said before any
+    // plan is printed, emitted or applied.
+    let report = analysis::analyze_prepared(&snap, &prepared, &opts);
+    let unknown: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Unknown)
+        .collect();
+    if !unknown.is_empty() {
+        eprintln!(
+            "origin-audit: the verdict is unknown, so no fix is planned and nothing was changed:"
+        );
+        for f in unknown {
+            eprintln!("  {}", f.message);
+            if let Some(fix) = &f.fix {
+                eprintln!("  fix: {fix}");
+            }
+        }
+        return Ok(3);
     }
     let plan = plan_ruleset(&snap, &prepared.ruleset, &opts, args.remove_banned);
     let (v4, v6) = cidrs(&snap);
