@@ -89,6 +89,23 @@ codes! {
         "Web port listens on another address",
         "The web server listens only on an address other than the one Cloudflare's packets \
          arrive at: they are refused (521). Fix: listen on 0.0.0.0/[::] or that address.";
+    ListenQueueFull = "listen-queue-full", Critical, Some(522),
+        "A web port's accept queue is full",
+        "The listening socket holds more connections than its backlog: the application does not \
+         accept them. The kernel drops new SYNs (tcp_conn_request, ListenOverflows) and \
+         Cloudflare shows 522. Fix: find why the server stopped accepting (overload, hang), \
+         raise its backlog and net.core.somaxconn.";
+    AsymmetricRoute = "asymmetric-route", Warning, None,
+        "Replies leave by another interface",
+        "The route back to a Cloudflare range leaves by another interface than the one its SYN \
+         arrives on: the SYN-ACK reaches Cloudflare only if that interface leads to the \
+         internet too (and its upstream does not filter by source). Fix: remove the more \
+         specific route or add a policy rule (ip rule from PUBLIC-ADDRESS lookup TABLE).";
+    ConntrackFull = "conntrack-full", Critical, Some(522),
+        "Connection tracking table (nearly) full",
+        "nf_conntrack_count is at 90 % or more of nf_conntrack_max: when the table is full the \
+         kernel drops new connections (\"nf_conntrack: table full, dropping packet\") and \
+         Cloudflare shows 522. Fix: raise net.netfilter.nf_conntrack_max, shorten timeouts.";
     MixedBackends = "mixed-backends", Warning, None,
         "iptables-legacy and nf_tables rules both loaded",
         "Rules are loaded through both the legacy and the nf_tables iptables backends. Both \
@@ -144,6 +161,7 @@ mod tests {
             ids.join("\n"),
             "range-dropped\nrange-rejected\nrange-rate-limited\nrange-conditional\n\
              established-blocked\nno-listener\nlistener-loopback-only\nlistener-wrong-address\n\
+             listen-queue-full\nasymmetric-route\nconntrack-full\n\
              mixed-backends\nranges-stale\nranges-fallback\nread-failed\ndump-unparsable"
         );
         for c in Code::ALL {

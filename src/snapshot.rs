@@ -95,6 +95,12 @@ pub struct Listener {
     /// SO_BINDTODEVICE, when set (sock_diag `INET_DIAG_...` `idiag_if`).
     #[serde(default)]
     pub bound_iface: Option<String>,
+    /// Connections waiting in the accept queue now (sock_diag `idiag_rqueue` of a listener).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<u32>,
+    /// The listen backlog (`idiag_wqueue` of a listener): the queue is full above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -25,6 +25,8 @@ fn listener(a: &str, port: u16) -> Listener {
         pid: Some(100),
         v6only: Some(true),
         bound_iface: None,
+        accept_queue: None,
+        backlog: None,
     }
 }
 

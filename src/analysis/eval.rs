@@ -27,6 +27,8 @@ use crate::firewall::{
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+mod reply;
+
 /// What the analysis knows about the packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
@@ -48,6 +50,9 @@ pub struct Cond {
     pub desc: String,
     /// Whether the underlying match held (before negation) on this branch.
     pub holds: bool,
+    /// For a rate condition: the value it takes for a first connection, at a low rate (`limit`
+    /// holds under its rate; `--hashlimit-above`, connlimit, `recent --hitcount` do not hold).
+    pub first: bool,
     pub rule: RuleRef,
 }
 
@@ -90,6 +95,9 @@ pub struct Outcome {
     pub conds: Vec<Cond>,
     /// Every base chain visited and every rule that matched, in order.
     pub path: Vec<Step>,
+    /// Where the SYN reached the socket layer (address after DNAT, port, local delivery?) —
+    /// also when no socket took it or the answer was lost on the way out.
+    pub landed: Option<(Option<IpAddr>, u16, bool)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +115,8 @@ pub enum Step {
     Rule(RuleRef),
     /// The base chain's policy applied.
     Policy(RuleRef),
+    /// The host's answer starts here (SYN-ACK, RST or ICMP error, with its route).
+    Reply(String),
 }
 
 /// Upper bound on the branches one packet may fork into; beyond it the result is conditional.
@@ -116,10 +126,23 @@ const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, Clone)]
 struct St {
+    /// The SYN as it arrived (the connection's original direction, for `ct original …`).
     pkt: Packet,
+    /// Current source address (`None`: not known, e.g. this host's address offline).
+    src: Option<u128>,
+    /// Current source port; `None` = an ephemeral port of Cloudflare's (1024-65535).
+    sport: Option<u16>,
     /// Current destination (after DNAT).
     dst: Option<u128>,
-    dport: u16,
+    /// Current destination port; `None` = ephemeral (the reply goes to Cloudflare's port).
+    dport: Option<u16>,
+    /// Layer 4 of the current packet.
+    l4: L4,
+    /// Input interface of the current packet (`None` for a locally generated one).
+    iif: Option<String>,
+    /// Set on the answer's path.
+    reply: Option<reply::ReplyCtx>,
+    landed: Option<(Option<IpAddr>, u16, bool)>,
     mark: u32,
     ctmark: u32,
     /// Conntrack state bits, or None before conntrack ran.
@@ -131,6 +154,15 @@ struct St {
     oif: Option<String>,
     conds: Vec<Cond>,
     path: Vec<Step>,
+}
+
+/// Layer 4 of a packet on the audited connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L4 {
+    /// TCP with these flags (SYN 0x02, SYN-ACK 0x12, RST-ACK 0x14, ACK 0x10).
+    Tcp(u8),
+    /// An ICMP/ICMPv6 error (REJECT with an ICMP type).
+    Icmp,
 }
 
 /// How a chain traversal ended for one branch.
@@ -169,6 +201,10 @@ pub struct HostFacts {
     pub defaults: Vec<(Family, String)>,
     /// ip_forward sysctls (unknown offline).
     pub forwarding: crate::snapshot::Forwarding,
+    /// Listening sockets (`None` offline: the SYN is taken as answered with a SYN-ACK).
+    pub listeners: Option<Vec<crate::snapshot::Listener>>,
+    /// `net.ipv6.bindv6only` (the default of IPV6_V6ONLY for sockets that did not say).
+    pub bindv6only: Option<bool>,
 }
 
 /// Membership index for big single-dimension address sets (no nomatch, nothing unknown).
@@ -185,6 +221,8 @@ pub struct Evaluator<'a> {
     /// routes are unknown (offline dumps).
     defaults: Vec<(Family, String)>,
     forwarding: crate::snapshot::Forwarding,
+    listeners: Option<Vec<crate::snapshot::Listener>>,
+    bindv6only: Option<bool>,
     index: SetIndex,
     ipset_index: HashMap<String, crate::firewall::AddrSet>,
 }
@@ -230,6 +268,8 @@ impl<'a> Evaluator<'a> {
             routes,
             defaults,
             forwarding,
+            listeners,
+            bindv6only,
         } = host;
         let mut bases = Vec::new();
         for t in &ruleset.tables {
@@ -276,6 +316,8 @@ impl<'a> Evaluator<'a> {
             routes,
             defaults,
             forwarding,
+            listeners,
+            bindv6only,
             index,
             ipset_index,
         }
@@ -297,8 +339,14 @@ impl<'a> Evaluator<'a> {
     /// Every outcome of a packet arriving from outside.
     pub fn evaluate(&self, pkt: &Packet) -> Vec<Outcome> {
         let st = St {
+            src: Some(pkt.src),
+            sport: None,
             dst: pkt.dst,
-            dport: pkt.dport,
+            dport: Some(pkt.dport),
+            l4: L4::Tcp(if pkt.established { 0x10 } else { 0x02 }),
+            iif: pkt.iif.clone(),
+            reply: None,
+            landed: None,
             mark: 0,
             ctmark: 0,
             ct: None,
@@ -325,16 +373,7 @@ impl<'a> Evaluator<'a> {
                 Some(true) | None => {
                     let done = self.run_hook(Hook::Input, vec![st], &mut out);
                     for s in done {
-                        out.push(finish(
-                            s.clone(),
-                            Fate::Local {
-                                addr: s
-                                    .dst
-                                    .map(|d| crate::firewall::addr::int_to_addr(s.pkt.family, d)),
-                                port: s.dport,
-                            },
-                            None,
-                        ));
+                        self.deliver(s, &mut out);
                     }
                 }
                 Some(false) => {
@@ -377,16 +416,13 @@ impl<'a> Evaluator<'a> {
                     let fwd = self.run_hook(Hook::Forward, vec![st], &mut out);
                     let post = self.run_hook(Hook::Postrouting, fwd, &mut out);
                     for s in post {
-                        out.push(finish(
-                            s.clone(),
-                            Fate::Forwarded {
-                                addr: s
-                                    .dst
-                                    .map(|d| crate::firewall::addr::int_to_addr(s.pkt.family, d)),
-                                port: s.dport,
-                            },
-                            None,
-                        ));
+                        let addr = s
+                            .dst
+                            .map(|d| crate::firewall::addr::int_to_addr(s.pkt.family, d));
+                        let port = s.dport.unwrap_or(s.pkt.dport);
+                        let mut s = s;
+                        s.landed = Some((addr, port, false));
+                        out.push(finish(s, Fate::Forwarded { addr, port }, None));
                     }
                 }
             }
@@ -400,6 +436,7 @@ impl<'a> Evaluator<'a> {
                 decided_by: rule,
                 conds: Vec::new(),
                 path: Vec::new(),
+                landed: None,
             }];
         }
         out
@@ -419,8 +456,14 @@ impl<'a> Evaluator<'a> {
             // interface may be unknown offline: then whether it applies is a named condition,
             // never "it does not apply".
             let mut device_unknown = false;
-            if hook == Hook::Ingress {
-                let on_dev = states.first().and_then(|s| s.pkt.iif.clone());
+            if matches!(hook, Hook::Ingress | Hook::Egress) {
+                let on_dev = states.first().and_then(|s| {
+                    if hook == Hook::Egress {
+                        s.oif.clone()
+                    } else {
+                        s.pkt.iif.clone()
+                    }
+                });
                 match (&on_dev, b.devices.is_empty()) {
                     (Some(d), false) if !b.devices.contains(d) => continue,
                     (Some(_), false) => {}
@@ -433,11 +476,13 @@ impl<'a> Evaluator<'a> {
                 st.hook = hook;
                 if device_unknown {
                     let mut r = policy_ref(b);
-                    r.text = format!("netdev ingress chain {} (device not known)", b.chain.name);
+                    let h = format!("{hook:?}").to_lowercase();
+                    r.text = format!("netdev {h} chain {} (device not known)", b.chain.name);
                     let cond = |holds| Cond {
+                        first: holds,
                         kind: CondKind::Undecidable,
                         desc: format!(
-                            "ingress chain {} {} is attached to the public interface",
+                            "{h} chain {} {} is attached to the public interface",
                             b.table.name, b.chain.name
                         ),
                         holds,
@@ -451,7 +496,14 @@ impl<'a> Evaluator<'a> {
                 if hook == Hook::Prerouting && b.priority > -200 {
                     st = with_conntrack(st);
                 }
-                if b.ctype == ChainType::Nat && (st.pkt.established || st.dnat_done) {
+                if st.reply.is_some() {
+                    st = reply::at_priority(st, hook, b.priority);
+                }
+                // nat chains see only a connection's first packet in the original direction:
+                // never the answer (conntrack's reply direction, or a RELATED/INVALID packet).
+                if b.ctype == ChainType::Nat
+                    && (st.pkt.established || st.dnat_done || st.reply.is_some())
+                {
                     // nat chains see only the first packet; after a binding, later nat chains
                     // at this hook are skipped.
                     next.push(st);
@@ -480,7 +532,12 @@ impl<'a> Evaluator<'a> {
                             }
                         }
                         Flow::Drop(r) => out.push(finish(s, Fate::Dropped, Some(r))),
-                        Flow::Reject(k, r) => out.push(finish(s, Fate::Rejected(k), Some(r))),
+                        // A REJECT of the answer sends its RST/ICMP back to this host: nothing
+                        // reaches Cloudflare.
+                        Flow::Reject(_, r) if s.reply.is_some() => {
+                            out.push(finish(s, Fate::Dropped, Some(r)))
+                        }
+                        Flow::Reject(k, r) => self.refuse(s, k, r, out),
                         Flow::Undecided(why, r) => {
                             out.push(finish(s, Fate::Undecided(why), Some(r)))
                         }
@@ -611,7 +668,7 @@ impl<'a> Evaluator<'a> {
                     }
                 }
                 if let Some(p) = port {
-                    s.dport = *p;
+                    s.dport = Some(*p);
                 }
                 s.dnat_done = true;
                 if let Some(ct) = s.ct.as_mut() {
@@ -623,7 +680,7 @@ impl<'a> Evaluator<'a> {
                 // REDIRECT rewrites the destination to the primary address of the input
                 // interface (iptables-extensions(8)): still this host.
                 if let Some(p) = port {
-                    s.dport = *p;
+                    s.dport = Some(*p);
                 }
                 s.dnat_done = true;
                 if let Some(ct) = s.ct.as_mut() {
@@ -639,6 +696,7 @@ impl<'a> Evaluator<'a> {
             Some(Verdict::Unknown { text }) => {
                 // An unknown target might accept, drop or do nothing: fork into those outcomes.
                 let cond = |holds: bool| Cond {
+                    first: holds,
                     kind: CondKind::Unknown,
                     desc: format!("unknown target `{text}`"),
                     holds,
@@ -671,6 +729,7 @@ impl<'a> Evaluator<'a> {
                                 kind,
                                 desc: desc.clone(),
                                 holds,
+                                first: !matches!(m, Match::Rate(r) if r.over),
                                 rule: rule.source.clone(),
                             });
                             if holds != neg {
@@ -697,7 +756,14 @@ impl<'a> Evaluator<'a> {
         let b = |v: bool, neg: bool| if v != neg { Tri::Yes } else { Tri::No };
         match m {
             Match::Addr { dir, set, negate } => match dir {
-                Dir::Src => b(set.contains(p.family, p.src), *negate),
+                Dir::Src => match s.src {
+                    Some(v) => b(set.contains(p.family, v), *negate),
+                    None if !set.families().any(|f| f == p.family) => b(false, *negate),
+                    None => Tri::Depends(
+                        CondKind::Undecidable,
+                        format!("this host's address is in {set} (pass --dest)"),
+                    ),
+                },
                 Dir::Dst => match s.dst {
                     Some(d) => b(set.contains(p.family, d), *negate),
                     None => {
@@ -720,7 +786,7 @@ impl<'a> Evaluator<'a> {
                 // Before routing and on input there is no output interface: oifname is empty
                 // (nft) and `-o` is refused by iptables there. On forward it is the route's.
                 Dir::Dst => match s.hook {
-                    Hook::Ingress | Hook::Prerouting | Hook::Input => {
+                    Hook::Ingress | Hook::Prerouting | Hook::Input if s.reply.is_none() => {
                         b(any_of.iter().any(|pat| pat.matches("")), *negate)
                     }
                     _ => match &s.oif {
@@ -731,7 +797,16 @@ impl<'a> Evaluator<'a> {
                         ),
                     },
                 },
-                Dir::Src => match &p.iif {
+                // A locally generated answer has no input device: nft's `iifname` then breaks
+                // the rule (NFT_BREAK, no match either way); xt compares with "".
+                Dir::Src if s.reply.is_some() => {
+                    if table.backend == crate::firewall::Backend::Nft {
+                        Tri::No
+                    } else {
+                        b(any_of.iter().any(|pat| pat.matches("")), *negate)
+                    }
+                }
+                Dir::Src => match &s.iif {
                     Some(i) => b(any_of.iter().any(|pat| pat.matches(i)), *negate),
                     None => {
                         // Internet packets never arrive on loopback.
@@ -745,24 +820,39 @@ impl<'a> Evaluator<'a> {
                     }
                 },
             },
-            Match::Proto { protos, negate } => b(protos.contains(&6), *negate),
+            Match::Proto { protos, negate } => b(protos.contains(&l4_proto(s)), *negate),
+            // Port and flag matches need a TCP header (`-p tcp` / nft's implicit
+            // `meta l4proto tcp`): an ICMP error never matches them, negated or not.
+            Match::Port { .. } | Match::PortEither { .. } | Match::TcpFlags { .. }
+                if !matches!(s.l4, L4::Tcp(_)) =>
+            {
+                Tri::No
+            }
             Match::Port {
                 dir,
                 ranges,
                 negate,
-            } => match dir {
-                Dir::Dst => b(in_ranges(ranges, s.dport), *negate),
-                Dir::Src => src_port(ranges, *negate),
-            },
+            } => port_match(
+                ranges,
+                if *dir == Dir::Dst { s.dport } else { s.sport },
+                *negate,
+            ),
             Match::PortEither { ranges, negate } => {
-                if in_ranges(ranges, s.dport) {
+                if s.dport.is_some_and(|p| in_ranges(ranges, p))
+                    || s.sport.is_some_and(|p| in_ranges(ranges, p))
+                {
                     b(true, *negate)
+                } else if s.dport.is_some() && s.sport.is_some() {
+                    b(false, *negate)
                 } else {
                     src_port(ranges, *negate)
                 }
             }
             Match::TcpFlags { mask, comp, negate } => {
-                let flags: u8 = if p.established { 0x10 } else { 0x02 };
+                let flags: u8 = match s.l4 {
+                    L4::Tcp(f) => f,
+                    L4::Icmp => 0,
+                };
                 b(flags & mask == *comp, *negate)
             }
             Match::CtState { states, negate } => {
@@ -804,7 +894,12 @@ impl<'a> Evaluator<'a> {
                     let v = match n.to_ascii_lowercase().as_str() {
                         "dnat" => s.dnat_done,
                         "snat" | "expected" => false,
-                        "confirmed" | "seen_reply" | "seen-reply" | "assured" => p.established,
+                        // The answer passes conntrack after the SYN's entry was confirmed, and
+                        // sets SEEN_REPLY; ASSURED needs the handshake's last ACK.
+                        "confirmed" | "seen_reply" | "seen-reply" => {
+                            p.established || (s.reply.is_some() && has_conntrack_entry(s))
+                        }
+                        "assured" => p.established,
                         "none" => !s.dnat_done && !p.established,
                         other => {
                             return Tri::Depends(CondKind::Unknown, format!("ct status {other}"));
@@ -829,15 +924,23 @@ impl<'a> Evaluator<'a> {
                 negate,
                 limit_iface_in: _,
             } => {
-                let t = match dir {
-                    Dir::Src => "unicast",
-                    Dir::Dst => match self.is_local(p.family, s.dst) {
-                        Some(true) | None => "local",
-                        Some(false) => "unicast",
-                    },
+                // Unknown addresses are this host's (the destination of the SYN, the source
+                // of the answer); Cloudflare's are unicast.
+                let (a, unknown_is_local) = match dir {
+                    Dir::Src => (s.src, s.reply.is_some()),
+                    Dir::Dst => (s.dst, s.reply.is_none()),
+                };
+                let t = match self.is_local(p.family, a) {
+                    Some(true) => "local",
+                    None if unknown_is_local => "local",
+                    _ => "unicast",
                 };
                 b(types.iter().any(|x| x.eq_ignore_ascii_case(t)), *negate)
             }
+            Match::ReversePath { .. } if s.reply.is_some() => Tri::Depends(
+                CondKind::Undecidable,
+                "reverse-path match on a locally generated packet".into(),
+            ),
             Match::ReversePath { strict, negate } => match self.route_back(p) {
                 Some(iface) => b(!*strict || p.iif.as_deref() == Some(iface), *negate),
                 None if self.routes.is_empty() && self.defaults.is_empty() => Tri::Depends(
@@ -867,12 +970,7 @@ impl<'a> Evaluator<'a> {
             }
             Match::Length { min, max, negate } => {
                 // A SYN from Cloudflare: IP header + TCP header with options.
-                let (lo, hi) = match (p.family, p.established) {
-                    (Family::V4, false) => (52, 60),
-                    (Family::V6, false) => (72, 80),
-                    (Family::V4, true) => (40, 1500),
-                    (Family::V6, true) => (60, 1500),
-                };
+                let (lo, hi) = packet_length(s);
                 if *min <= lo && hi <= *max {
                     b(true, *negate)
                 } else if *max < lo || hi < *min {
@@ -882,7 +980,11 @@ impl<'a> Evaluator<'a> {
                 }
             }
             Match::NfProto { family, negate } => b(*family == p.family, *negate),
-            Match::Icmp { negate, .. } => b(false, *negate),
+            Match::Icmp { negate, .. } if matches!(s.l4, L4::Tcp(_)) => b(false, *negate),
+            Match::Icmp { desc, .. } => Tri::Depends(
+                CondKind::Undecidable,
+                format!("the ICMP error of the refusal matches {desc}"),
+            ),
             Match::Rate(r) => Tri::Depends(CondKind::Rate, format!("{} {}", r.kind, r.desc)),
             Match::Always { .. } => Tri::Yes,
             Match::Never { .. } => Tri::No,
@@ -929,7 +1031,7 @@ impl<'a> Evaluator<'a> {
             };
             if let Some(a) = idx {
                 let v = if *field == Field::SrcAddr {
-                    Some(s.pkt.src)
+                    s.src
                 } else {
                     s.dst
                 };
@@ -943,7 +1045,7 @@ impl<'a> Evaluator<'a> {
                     }
                     None => Lookup::Depends(
                         CondKind::Undecidable,
-                        "destination address (pass --dest)".into(),
+                        "this host's address (pass --dest)".into(),
                     ),
                 };
             }
@@ -1095,7 +1197,13 @@ fn elem_matches(e: &SetElem, fields: &[Field], s: &St) -> ElemMatch {
         let ok = match (k, f) {
             (KeyValue::Addr(r), Field::SrcAddr) => {
                 width = width.min(r.end - r.start);
-                r.contains(s.pkt.family, s.pkt.src)
+                match s.src {
+                    Some(v) => r.contains(s.pkt.family, v),
+                    None => {
+                        unknown = Some("this host's address (pass --dest)".to_string());
+                        true
+                    }
+                }
             }
             (KeyValue::Addr(r), Field::DstAddr) => match s.dst {
                 Some(d) => r.contains(s.pkt.family, d),
@@ -1104,11 +1212,19 @@ fn elem_matches(e: &SetElem, fields: &[Field], s: &St) -> ElemMatch {
                     true
                 }
             },
-            (KeyValue::Int(lo, hi), Field::DstPort) => (*lo..=*hi).contains(&u64::from(s.dport)),
-            (KeyValue::ProtoPort { proto, lo, hi }, Field::DstPort) => {
-                *proto == 6 && (*lo..=*hi).contains(&s.dport)
+            (KeyValue::Int(lo, hi), Field::DstPort) if s.dport.is_some() => {
+                s.dport.is_some_and(|p| (*lo..=*hi).contains(&u64::from(p)))
             }
-            (KeyValue::Int(lo, hi), Field::SrcPort) => {
+            (KeyValue::ProtoPort { proto, lo, hi }, Field::DstPort) if s.dport.is_some() => {
+                *proto == l4_proto(s) && s.dport.is_some_and(|p| (*lo..=*hi).contains(&p))
+            }
+            (KeyValue::Int(lo, hi), Field::SrcPort) if s.sport.is_some() => {
+                s.sport.is_some_and(|p| (*lo..=*hi).contains(&u64::from(p)))
+            }
+            (KeyValue::ProtoPort { proto, lo, hi }, Field::SrcPort) if s.sport.is_some() => {
+                *proto == l4_proto(s) && s.sport.is_some_and(|p| (*lo..=*hi).contains(&p))
+            }
+            (KeyValue::Int(lo, hi), Field::SrcPort | Field::DstPort) => {
                 // Ephemeral source ports: decided only if the range covers all or none.
                 let (a, b) = (*lo as u32, *hi as u32);
                 if a <= 1024 && b >= 65535 {
@@ -1120,8 +1236,8 @@ fn elem_matches(e: &SetElem, fields: &[Field], s: &St) -> ElemMatch {
                     true
                 }
             }
-            (KeyValue::ProtoPort { proto, lo, hi }, Field::SrcPort) => {
-                if *proto != 6 || *hi < 1024 {
+            (KeyValue::ProtoPort { proto, lo, hi }, Field::SrcPort | Field::DstPort) => {
+                if *proto != l4_proto(s) || *hi < 1024 {
                     false
                 } else if *lo <= 1024 {
                     true
@@ -1130,13 +1246,20 @@ fn elem_matches(e: &SetElem, fields: &[Field], s: &St) -> ElemMatch {
                     true
                 }
             }
-            (KeyValue::Int(lo, hi), Field::L4Proto) => (*lo..=*hi).contains(&6),
+            (KeyValue::Int(lo, hi), Field::L4Proto) => (*lo..=*hi).contains(&u64::from(l4_proto(s))),
             (KeyValue::Int(lo, hi), Field::Mark) => (*lo..=*hi).contains(&u64::from(s.mark)),
             (KeyValue::Int(lo, hi), Field::CtState) => {
                 let st = u64::from(s.ct.unwrap_or(CtStates::INVALID));
                 (*lo..=*hi).contains(&st) || (*lo == *hi && st & *lo != 0)
             }
-            (KeyValue::Iface(pat), Field::Iifname) => match &s.pkt.iif {
+            (KeyValue::Iface(pat), Field::Iifname) if s.reply.is_some() => {
+                let _ = pat;
+                false
+            }
+            (KeyValue::Iface(pat), Field::Oifname) if s.oif.is_some() => {
+                s.oif.as_deref().is_some_and(|o| pat.matches(o))
+            }
+            (KeyValue::Iface(pat), Field::Iifname) => match &s.iif {
                 Some(i) => pat.matches(i),
                 None => {
                     if pat.name == "lo" && !pat.prefix {
@@ -1203,6 +1326,43 @@ fn negated(m: &Match) -> bool {
         | Match::Unknown { negate, .. } => *negate,
         // `limit rate over` is encoded in RateLimit::over, not as a negation.
         Match::Rate(_) | Match::Always { .. } | Match::Never { .. } => false,
+    }
+}
+
+/// Protocol number of the current packet.
+fn l4_proto(s: &St) -> u8 {
+    match (s.l4, s.pkt.family) {
+        (L4::Tcp(_), _) => 6,
+        (L4::Icmp, Family::V4) => 1,
+        (L4::Icmp, Family::V6) => 58,
+    }
+}
+
+/// A port match: exact for a known port, the ephemeral rule for Cloudflare's own port.
+fn port_match(ranges: &[(u16, u16)], port: Option<u16>, negate: bool) -> Tri {
+    match port {
+        Some(p) => {
+            if in_ranges(ranges, p) != negate {
+                Tri::Yes
+            } else {
+                Tri::No
+            }
+        }
+        None => src_port(ranges, negate),
+    }
+}
+
+/// Length range of the current packet: a SYN or ACK from Cloudflare, or this host's SYN-ACK
+/// (options: MSS, SACK, timestamps, window scale), RST, or ICMP error quoting the SYN.
+fn packet_length(s: &St) -> (u32, u32) {
+    let v6 = s.pkt.family == Family::V6;
+    let ip = if v6 { 40 } else { 20 };
+    match (s.l4, s.reply.is_some(), s.pkt.established) {
+        (L4::Tcp(_), false, false) => (ip + 32, ip + 40),
+        (L4::Tcp(_), false, true) => (ip + 20, 1500),
+        (L4::Tcp(f), true, _) if f & 0x04 != 0 => (ip + 20, ip + 20),
+        (L4::Tcp(_), true, _) => (ip + 24, ip + 40),
+        (L4::Icmp, _, _) => (ip + 8 + ip + 20, if v6 { 1280 } else { 576 }),
     }
 }
 
@@ -1293,12 +1453,30 @@ fn policy_ref(b: &Base<'_>) -> RuleRef {
     }
 }
 
+/// A pseudo-rule for something that decides outside netfilter (a route, a sysctl).
+fn policy_ref_like(backend: crate::firewall::Backend, family: Family, table: &str, text: String) -> RuleRef {
+    RuleRef {
+        backend,
+        family: match family {
+            Family::V4 => crate::firewall::TableFamily::Ip,
+            Family::V6 => crate::firewall::TableFamily::Ip6,
+        },
+        table: table.into(),
+        chain: "route".into(),
+        position: 1,
+        handle: None,
+        text,
+        direction: crate::firewall::Direction::Reply,
+    }
+}
+
 fn finish(s: St, fate: Fate, decided_by: Option<RuleRef>) -> Outcome {
     Outcome {
         fate,
         decided_by,
         conds: s.conds,
         path: s.path,
+        landed: s.landed,
     }
 }
 

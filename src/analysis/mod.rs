@@ -384,6 +384,13 @@ pub fn target(snap: &Snapshot, opts: &Options) -> Target {
             ));
         }
     }
+    if !live && snap.default_routes.is_empty() && !ifaces.is_empty() {
+        notes.push(format!(
+            "routes unknown (offline dumps): the answers are assumed to leave by {}, the \
+             interface the SYNs arrive on",
+            ifaces[0]
+        ));
+    }
     if ifaces.is_empty() {
         notes.push(
             "input interface unknown: rules matching on it are conditional (pass --iface)".into(),
@@ -438,11 +445,15 @@ fn plainest<'a>(it: impl Iterator<Item = &'a Outcome>) -> Option<&'a Outcome> {
 /// rate limits → `rate_limited`; otherwise `conditional`, naming the conditions that decide.
 pub fn classify(outcomes: &[Outcome]) -> Classified {
     let classes: BTreeSet<u8> = outcomes.iter().map(|o| fate_class(&o.fate)).collect();
-    let lands = outcomes.iter().find_map(|o| match &o.fate {
-        Fate::Local { addr, port } => Some((*addr, *port, true)),
-        Fate::Forwarded { addr, port } => Some((*addr, *port, false)),
-        _ => None,
-    });
+    // Where the SYN reached a socket (or found none): from the accepted branches first.
+    let lands = outcomes
+        .iter()
+        .find_map(|o| match &o.fate {
+            Fate::Local { addr, port } => Some((*addr, *port, true)),
+            Fate::Forwarded { addr, port } => Some((*addr, *port, false)),
+            _ => None,
+        })
+        .or_else(|| outcomes.iter().find_map(|o| o.landed));
     let first_bad = plainest(outcomes.iter().filter(|o| fate_class(&o.fate) != 0));
     let err_of = |o: &Outcome| match o.fate {
         Fate::Dropped => Some(522),
@@ -504,18 +515,38 @@ pub fn classify(outcomes: &[Outcome]) -> Classified {
         // Always blocked; only the manner varies with the rate (e.g. reject under a limit,
         // drop above it). A drop-or-reject that hangs on an undecidable condition is
         // `conditional` below: the kernel's answer is one of the named outcomes.
-        let o = outcomes
+        // The matrix shows what a first connection gets (every rate condition on its
+        // low-rate side); the other outcome is named as what happens under load.
+        let first = outcomes
             .iter()
-            .find(|o| matches!(o.fate, Fate::Dropped))
+            .find(|o| o.conds.iter().all(|c| c.kind != CondKind::Rate || c.holds == c.first))
             .or(first_bad);
+        let loaded: Vec<String> = outcomes
+            .iter()
+            .filter(|o| first.is_none_or(|f| fate_class(&f.fate) != fate_class(&o.fate)))
+            .filter_map(|o| {
+                let by = o.decided_by.as_ref().map(rule_label).unwrap_or_default();
+                match o.fate {
+                    Fate::Dropped => Some(format!("above the limit: dropped by {by} (522 under load)")),
+                    Fate::Rejected(_) => Some(format!("above the limit: rejected by {by} (521 under load)")),
+                    _ => None,
+                }
+            })
+            .collect();
+        let mut conditions = conditions;
+        for l in loaded {
+            if !conditions.contains(&l) {
+                conditions.push(l);
+            }
+        }
         return Classified {
-            verdict: if o.is_some_and(|o| matches!(o.fate, Fate::Dropped)) {
+            verdict: if first.is_some_and(|o| matches!(o.fate, Fate::Dropped)) {
                 VerdictKind::Drop
             } else {
                 VerdictKind::Reject
             },
-            cf_error: o.and_then(err_of),
-            rule: o.and_then(|o| o.decided_by.clone()),
+            cf_error: first.and_then(err_of),
+            rule: first.and_then(|o| o.decided_by.clone()),
             conditions,
             lands,
         };
@@ -583,6 +614,8 @@ pub fn host_facts(snap: &Snapshot, t: &Target) -> eval::HostFacts {
             .map(|r| (r.family, r.iface.clone()))
             .collect(),
         forwarding: snap.forwarding,
+        listeners: snap.listeners.clone(),
+        bindv6only: snap.bindv6only,
     }
 }
 
@@ -769,6 +802,23 @@ fn summarize(sources: &[String]) -> String {
 
 /// `iptables-nft filter INPUT #3` / `nft inet fw input handle 7`.
 pub fn rule_label(r: &RuleRef) -> String {
+    let dir = if r.direction == firewall::Direction::Reply {
+        " (reply)"
+    } else {
+        ""
+    };
+    match r.backend {
+        Backend::Route => return format!("route {}", r.text),
+        Backend::Socket => return format!("socket: {}", r.text),
+        Backend::Tc => return format!("tc {} {} pref {}", r.table, r.chain, r.position),
+        Backend::Xdp => return format!("xdp on {}", r.table),
+        Backend::Kernel => return format!("kernel {}", r.text),
+        _ => {}
+    }
+    format!("{}{dir}", netfilter_label(r))
+}
+
+fn netfilter_label(r: &RuleRef) -> String {
     let pos = if r.position == 0 {
         "policy".to_string()
     } else if let Some(h) = r.handle {
@@ -797,13 +847,54 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     let ports_s: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
     // Before the culprit rule in its own chain; for a policy, appended at the chain's end.
     let policy = r.position == 0;
+    if r.direction == firewall::Direction::Reply
+        && matches!(
+            r.backend,
+            Backend::Nft | Backend::IptablesNft | Backend::IptablesLegacy
+        )
+    {
+        return reply_fix_hint(r, sources, ports);
+    }
     match r.backend {
+        Backend::Kernel if r.text.contains("rp_filter") => {
+            let key = r.text.split(" = ").next().unwrap_or(&r.text);
+            format!(
+                "sysctl -w {key}=2 (loose), or route the provider's ranges back by the interface they arrive on; persist it in /etc/sysctl.d/"
+            )
+        }
         Backend::Kernel => {
             let key = r.text.split(" = ").next().unwrap_or(&r.text);
             format!(
                 "sysctl -w {key}=1 (and persist it in /etc/sysctl.d/) — forwarded traffic is dropped while it is 0"
             )
         }
+        Backend::Route => match r.text.split_whitespace().next() {
+            Some("blackhole" | "unreachable" | "prohibit") if r.table == "rules" => {
+                format!("ip rule del {}", r.text.trim_start_matches(|c: char| c.is_ascii_digit() || c == ':').trim())
+            }
+            Some(t @ ("blackhole" | "unreachable" | "prohibit" | "throw")) => {
+                let _ = t;
+                let v6 = if r.family == TableFamily::Ip6 { "-6 " } else { "" };
+                format!("ip {v6}route del {}", r.text)
+            }
+            _ if r.table == "rules" => format!(
+                "ip rule del {} (or make the table it selects route the provider's ranges out of the public interface)",
+                r.text.trim_start_matches(|c: char| c.is_ascii_digit() || c == ':').trim()
+            ),
+            _ => "add a route back to the provider's ranges through the public interface (e.g. a default route)".to_string(),
+        },
+        Backend::Socket => format!(
+            "make the web server listen on 0.0.0.0:{p} and [::]:{p} without binding it to another device (e.g. nginx `listen {p};` and `listen [::]:{p};`), or accept connections faster",
+            p = ports.first().copied().unwrap_or(443)
+        ),
+        Backend::Tc => format!(
+            "tc filter del dev {} {} pref {} (after checking what else the filter is for)",
+            r.table, r.chain, r.position
+        ),
+        Backend::Xdp => format!(
+            "check the XDP program on {} (`ip link show dev {}`, `bpftool prog show`); if it is trusted, list it in the configuration",
+            r.table, r.table
+        ),
         Backend::Nft => {
             let fam = if sources.iter().any(|s| s.contains(':')) {
                 "ip6"
@@ -850,13 +941,72 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     }
 }
 
+/// The fix for a rule that drops the host's answer: accept the answers to the provider's
+/// ranges (from the web ports) before the culprit, in its own chain.
+fn reply_fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
+    let ports_s: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+    let policy = r.position == 0;
+    match r.backend {
+        Backend::Nft => {
+            let fam = if sources.iter().any(|s| s.contains(':')) {
+                "ip6"
+            } else {
+                "ip"
+            };
+            let (verb, at) = match (policy, r.handle) {
+                (false, Some(h)) => ("insert", format!(" position {h}")),
+                _ => ("add", String::new()),
+            };
+            format!(
+                "nft {verb} rule {} {} {}{at} {fam} daddr {{ {} }} tcp sport {{ {} }} accept comment \"origin-audit\"",
+                r.family,
+                r.table,
+                r.chain,
+                sources.join(", "),
+                ports_s.join(", ")
+            )
+        }
+        b => {
+            let bin = match (b, r.family) {
+                (Backend::IptablesLegacy, TableFamily::Ip6) => "ip6tables-legacy",
+                (Backend::IptablesLegacy, _) => "iptables-legacy",
+                (_, TableFamily::Ip6) => "ip6tables-nft",
+                _ => "iptables-nft",
+            };
+            let at = if policy {
+                format!("-A {}", r.chain)
+            } else {
+                format!("-I {} {}", r.chain, r.position)
+            };
+            let sport = if ports.len() == 1 {
+                format!("--sport {}", ports[0])
+            } else {
+                format!("-m multiport --sports {}", ports_s.join(","))
+            };
+            format!(
+                "{bin} -t {} {at} -d {} -p tcp {sport} -m comment --comment origin-audit -j ACCEPT",
+                r.table,
+                sources.join(","),
+            )
+        }
+    }
+}
+
 fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
     // Group by (verdict, rule, conditions); within a group, by the source set, so one finding
     // says "rule X drops A, B on ports 80, 443" when it treats ports alike.
     type Key = (VerdictKind, Option<String>, Vec<String>);
     type Group = (Option<RuleRef>, Option<u16>, BTreeMap<u16, Vec<String>>);
     let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.verdict != VerdictKind::Accept) {
+    // A SYN no socket takes is the listener findings' to explain (one alarm per cause).
+    let socket_refusal = |r: &ReachRow| {
+        r.verdict == VerdictKind::Reject
+            && r.rule.as_ref().is_some_and(|x| x.backend == Backend::Socket)
+    };
+    for r in rows
+        .iter()
+        .filter(|r| r.verdict != VerdictKind::Accept && !socket_refusal(r))
+    {
         let key = (
             r.verdict,
             r.rule
@@ -877,7 +1027,9 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
             by_sources.entry(s).or_default().push(port);
         }
         for (sources, ports) in by_sources {
+            let socket = rule.as_ref().is_some_and(|r| r.backend == Backend::Socket);
             let code = match verdict {
+                VerdictKind::Drop if socket => Code::ListenQueueFull,
                 VerdictKind::Drop => Code::RangeDropped,
                 VerdictKind::Reject => Code::RangeRejected,
                 VerdictKind::RateLimited => Code::RangeRateLimited,
@@ -906,6 +1058,27 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
                 ports_s.join(", "),
             );
             let fix = rule.as_ref().map(|r| fix_hint(r, &sources, &ports));
+            if let Some(c) = conditions.iter().find(|c| c.contains("asymmetric route")) {
+                out.push(Finding {
+                    code: Code::AsymmetricRoute,
+                    severity: Code::AsymmetricRoute.default_severity(),
+                    message: format!(
+                        "Cloudflare {} on port {}: {c}",
+                        summarize(&sources),
+                        ports_s.join(", ")
+                    ),
+                    ports: ports.clone(),
+                    sources: sources.clone(),
+                    cf_error: Some(522),
+                    rules: rule.iter().cloned().collect(),
+                    fix: Some(
+                        "route the provider's ranges back out of the interface they arrive on \
+                         (remove the more specific route, or `ip rule add from PUBLIC-ADDRESS \
+                         lookup TABLE` with a default route via the public interface in TABLE)"
+                            .into(),
+                    ),
+                });
+            }
             out.push(Finding {
                 code,
                 severity: code.default_severity(),
@@ -947,7 +1120,15 @@ fn listener_findings(
                 continue;
             };
             lport_seen = lport;
-            if listener_for(listeners, dest, lport, bindv6only).is_some() {
+            if listener_for(
+                listeners,
+                dest,
+                lport,
+                bindv6only,
+                t.ifaces.first().map(String::as_str),
+            )
+            .is_some()
+            {
                 continue;
             }
             let on_port: Vec<&Listener> = listeners
@@ -1024,14 +1205,19 @@ fn listener_findings(
 /// The socket that takes a connection to `dest:port`, if any: bound to that address or to the
 /// wildcard of its family; a `[::]` socket without IPV6_V6ONLY takes IPv4 too (ipv6(7),
 /// `bindv6only`).
-fn listener_for(
-    listeners: &[Listener],
+fn listener_for<'l>(
+    listeners: &'l [Listener],
     dest: IpAddr,
     port: u16,
     bindv6only: Option<bool>,
-) -> Option<&Listener> {
+    iif: Option<&str>,
+) -> Option<&'l Listener> {
     listeners.iter().find(|l| {
         l.port == port
+            && match (&l.bound_iface, iif) {
+                (Some(b), Some(i)) => b == i,
+                _ => true,
+            }
             && (l.address == dest
                 || match (l.address, dest) {
                     (IpAddr::V4(a), IpAddr::V4(_)) => a.is_unspecified(),
@@ -1217,6 +1403,7 @@ pub fn explain(
                     trace.push(format!("chain {c}"));
                     chains.push(c);
                 }
+                Step::Reply(what) => trace.push(format!("answer: {what}")),
                 Step::Rule(r) | Step::Policy(r) => {
                     let pos = if r.position == 0 {
                         "policy".to_string()
@@ -1290,7 +1477,8 @@ pub fn explain(
             None => format!("{a}:{p} (listeners unknown)"),
             Some(ls) => {
                 let dest = addr.or(t.dest(fam));
-                match dest.and_then(|d| listener_for(ls, d, p, snap.bindv6only)) {
+                let iif = t.ifaces.first().map(String::as_str);
+                match dest.and_then(|d| listener_for(ls, d, p, snap.bindv6only, iif)) {
                     Some(l) => format!("{a}:{p}, listening: {}{}", l.address, proc_label(l)),
                     None => {
                         let others: Vec<String> = ls

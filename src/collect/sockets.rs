@@ -56,6 +56,9 @@ pub struct RawSocket {
     /// `idiag_if` (SO_BINDTODEVICE), 0 = any.
     pub ifindex: u32,
     pub v6only: Option<bool>,
+    /// Listener's accept queue length and backlog (`idiag_rqueue`/`idiag_wqueue` of a LISTEN
+    /// socket, inet_diag.c); `None` from /proc/net/tcp, which shows no backlog.
+    pub accept_queue: Option<(u32, u32)>,
 }
 
 /// What [`read_listeners`] found, and whether it had to fall back.
@@ -99,6 +102,8 @@ pub fn assemble(
             pid: owner.map(|o| o.0),
             process: owner.and_then(|o| o.1.clone()),
             v6only: s.v6only,
+            accept_queue: s.accept_queue.map(|q| q.0),
+            backlog: s.accept_queue.map(|q| q.1),
             bound_iface: (s.ifindex != 0).then(|| {
                 ifnames
                     .get(&s.ifindex)
@@ -185,6 +190,10 @@ pub fn parse_inet_diag_msg(p: &[u8]) -> Result<Option<RawSocket>, String> {
         f => return Err(format!("unexpected address family {f}")),
     };
     let ifindex = u32_ne(p, 40).unwrap_or(0);
+    // struct inet_diag_msg: ... idiag_expires @52, idiag_rqueue @56, idiag_wqueue @60,
+    // idiag_uid @64, idiag_inode @68. For a listener rqueue is sk_ack_backlog and wqueue
+    // sk_max_ack_backlog (tcp_diag_get_info).
+    let accept_queue = u32_ne(p, 56).zip(u32_ne(p, 60));
     let uid = u32_ne(p, 64).unwrap_or(0);
     let inode = u64::from(u32_ne(p, 68).unwrap_or(0));
     let mut v6only = None;
@@ -200,6 +209,7 @@ pub fn parse_inet_diag_msg(p: &[u8]) -> Result<Option<RawSocket>, String> {
         uid,
         ifindex,
         v6only,
+        accept_queue,
     }))
 }
 
@@ -269,6 +279,7 @@ pub fn parse_proc_net_tcp(
             uid,
             ifindex: 0,
             v6only: None,
+            accept_queue: None,
         });
     }
     Ok(out)
@@ -455,6 +466,7 @@ mod tests {
             uid: 0,
             ifindex: 0,
             v6only: None,
+            accept_queue: None,
         };
         // SO_REUSEPORT: three sockets on 0.0.0.0:443, the first of another user (no owner).
         let raw = vec![
@@ -484,6 +496,7 @@ mod tests {
             uid: 0,
             ifindex: 4,
             v6only: None,
+            accept_queue: None,
         }];
         let v = assemble(
             raw,

@@ -683,7 +683,7 @@ fn ports_at_culprit(
             for step in &o.path {
                 let r = match step {
                     Step::Rule(r) | Step::Policy(r) => r,
-                    Step::Chain { .. } => continue,
+                    Step::Chain { .. } | Step::Reply(_) => continue,
                 };
                 if same_rule(r, culprit) {
                     out.insert(dport);
