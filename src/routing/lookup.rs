@@ -78,6 +78,7 @@ impl Routing {
                             nexthops: vec![Nexthop {
                                 dev: Some(oif.clone()),
                                 gateway: None,
+                                weight: None,
                                 flags: Vec::new(),
                             }],
                             route: RouteRef {

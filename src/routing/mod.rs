@@ -127,6 +127,8 @@ pub enum RouteType {
 pub struct Nexthop {
     pub dev: Option<String>,
     pub gateway: Option<IpAddr>,
+    /// Multipath weight (`nexthop … weight N`), for the route's text.
+    pub weight: Option<u32>,
     /// `ip` prints `dead` and `linkdown` (RTNH_F_DEAD, RTNH_F_LINKDOWN), `onlink`, …
     pub flags: Vec<String>,
 }

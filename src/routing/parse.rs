@@ -308,6 +308,7 @@ fn parse_nexthop(o: &Map<String, Value>) -> Result<Nexthop, String> {
     Ok(Nexthop {
         dev: get_str(o, "dev")?.map(str::to_string),
         gateway: parse_gateway(o)?,
+        weight: get_u32(o, "weight")?,
         flags: flags(o)?,
     })
 }
@@ -344,6 +345,7 @@ pub(crate) fn parse_route(f: Family, o: &Map<String, Value>) -> Result<Route, St
             nexthops.push(Nexthop {
                 dev: None,
                 gateway: None,
+                weight: None,
                 flags: fl,
             });
         }
@@ -427,6 +429,9 @@ fn route_text(r: &Route, dst_s: &str, o: &Map<String, Value>) -> String {
             }
             if let Some(d) = &h.dev {
                 n.push(format!("dev {d}"));
+            }
+            if let Some(w) = h.weight {
+                n.push(format!("weight {w}"));
             }
             n.extend(h.flags.iter().cloned());
             t.push(n.join(" "));
