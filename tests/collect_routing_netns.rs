@@ -5,6 +5,8 @@
 //! the parent parses and checks them with the routing model. Needs root and iproute2; skipped
 //! with a printed reason otherwise. Never touches the root namespace's routes, rules or sysctls.
 
+#![allow(clippy::unwrap_used)] // a test unwraps its own fixtures
+
 mod package_support;
 
 use origin_audit::firewall::Family;

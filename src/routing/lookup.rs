@@ -55,43 +55,43 @@ impl Routing {
         // the destination is on-link (net/ipv4/route.c ip_route_output_key_hash_rcu,
         // "Apparently, routing tables are wrong. Assume, that the destination is on link."),
         // unless the device is a VRF master, which this model cannot tell.
-        if flow.family == Family::V4 {
-            if let Some(oif) = &flow.oif {
-                let failed = matches!(
-                    r.decision,
-                    Decision::Blackhole(_)
-                        | Decision::Unreachable(_)
-                        | Decision::Prohibit(_)
-                        | Decision::NoRoute
-                );
-                if failed {
-                    let why = match &r.decision {
-                        Decision::Blackhole(x)
-                        | Decision::Unreachable(x)
-                        | Decision::Prohibit(x) => x.text.clone(),
-                        _ => "no route".into(),
-                    };
-                    return Resolved {
-                        decision: Decision::Unicast {
+        if flow.family == Family::V4
+            && let Some(oif) = &flow.oif
+        {
+            let failed = matches!(
+                r.decision,
+                Decision::Blackhole(_)
+                    | Decision::Unreachable(_)
+                    | Decision::Prohibit(_)
+                    | Decision::NoRoute
+            );
+            if failed {
+                let why = match &r.decision {
+                    Decision::Blackhole(x) | Decision::Unreachable(x) | Decision::Prohibit(x) => {
+                        x.text.clone()
+                    }
+                    _ => "no route".into(),
+                };
+                return Resolved {
+                    decision: Decision::Unicast {
+                        dev: Some(oif.clone()),
+                        gateway: None,
+                        nexthops: vec![Nexthop {
                             dev: Some(oif.clone()),
                             gateway: None,
-                            nexthops: vec![Nexthop {
-                                dev: Some(oif.clone()),
-                                gateway: None,
-                                weight: None,
-                                flags: Vec::new(),
-                            }],
-                            route: RouteRef {
-                                table: String::new(),
-                                text: format!(
-                                    "on-link via bound device {oif} (the lookup failed: {why})"
-                                ),
-                                rule_priority: None,
-                            },
+                            weight: None,
+                            flags: Vec::new(),
+                        }],
+                        route: RouteRef {
+                            table: String::new(),
+                            text: format!(
+                                "on-link via bound device {oif} (the lookup failed: {why})"
+                            ),
+                            rule_priority: None,
                         },
-                        route: None,
-                    };
-                }
+                    },
+                    route: None,
+                };
             }
         }
         r
@@ -268,10 +268,10 @@ impl Routing {
                     }
                 }
             }
-            if let Some(o) = &flow.oif {
-                if h.dev.as_deref() != Some(o.as_str()) {
-                    continue;
-                }
+            if let Some(o) = &flow.oif
+                && h.dev.as_deref() != Some(o.as_str())
+            {
+                continue;
             }
             out.push(h.clone());
         }

@@ -296,10 +296,10 @@ fn parse_gateway(o: &Map<String, Value>) -> Result<Option<IpAddr>, String> {
             .map_err(|_| format!("bad gateway {g:?}"));
     }
     // RTA_VIA (an IPv6 gateway for an IPv4 route): {"family":"inet6","host":"fe80::1"}.
-    if let Some(Value::Object(v)) = o.get("via") {
-        if let Some(Value::String(h)) = v.get("host") {
-            return h.parse().map(Some).map_err(|_| format!("bad via {h:?}"));
-        }
+    if let Some(Value::Object(v)) = o.get("via")
+        && let Some(Value::String(h)) = v.get("host")
+    {
+        return h.parse().map(Some).map_err(|_| format!("bad via {h:?}"));
     }
     Ok(None)
 }
@@ -392,14 +392,12 @@ fn route_text(r: &Route, dst_s: &str, o: &Map<String, Value>) -> String {
         t.push(format!("tos {:#x}", r.tos));
     }
     let single = !o.contains_key("nexthops");
-    if single {
-        if let Some(h) = r.nexthops.first() {
-            if let Some(g) = h.gateway {
-                t.push(format!("via {g}"));
-            }
-            if let Some(d) = &h.dev {
-                t.push(format!("dev {d}"));
-            }
+    if single && let Some(h) = r.nexthops.first() {
+        if let Some(g) = h.gateway {
+            t.push(format!("via {g}"));
+        }
+        if let Some(d) = &h.dev {
+            t.push(format!("dev {d}"));
         }
     }
     if r.table != TABLE_MAIN {
