@@ -30,6 +30,21 @@
 //!   Documentation/networking/ip-sysctl.rst (`rp_filter`: the maximum of conf/all and
 //!   conf/IF; `src_valid_mark`, `accept_local`: conf/all OR conf/IF): see [`Routing::rp_filter`].
 //!
+//! Modelled as the kernel does, though easy to miss: an IPv4 output lookup with a bound device
+//! (`oif`) whose lookup fails is sent on-link through that device (net/ipv4/route.c
+//! `ip_route_output_key_hash_rcu`; checked with `ip route get … oif`); `linkdown` routes are
+//! used unless `ignore_routes_with_linkdown` is set.
+//!
+//! Not modelled (each is reported as `Undecided`, never guessed): `uidrange`, port and `dscp` /
+//! `flowlabel` / `tun_id` selectors, `l3mdev` (VRF) rules except for an unbound output lookup,
+//! `suppress_ifgroup` (device groups are not dumped), IPv6 source-specific routes, unknown
+//! route types or rule actions, missing sysctls. Approximated, and documented where used: a
+//! multipath route's `dev` is its first usable nexthop (the kernel picks by hash; all are in
+//! `nexthops`); IPv6 route selection is lowest metric (rt6_select's neighbour and router
+//! preference scoring is not modelled); with only the default rules the kernel's fast path
+//! (include/net/ip_fib.h `fib_lookup`) also consults table `default` after an error route in
+//! `main` — different only when table `default` has routes.
+//!
 //! Performance: each table keeps its routes in a `HashMap<(network, prefix_len), Vec<index>>`
 //! plus the sorted list of prefix lengths present, so a lookup is at most 33 (IPv4) or 129
 //! (IPv6) hash probes per table visited, independent of the number of routes.

@@ -498,6 +498,45 @@ fn scenario_b_selectors() {
 }
 
 #[test]
+fn rule_actions_blackhole_unreachable() {
+    // Scenario B's rules without 400 (the `not … goto` that jumps over them).
+    let rules: Vec<serde_json::Value> = serde_json::from_str(B_RULES_V4).unwrap();
+    let kept: Vec<_> = rules.into_iter().filter(|r| r["priority"] != 400).collect();
+    let r = parse(&RoutingDumps {
+        routes_v4: Some(B_ROUTES_V4.into()),
+        rules_v4: Some(serde_json::to_string(&kept).unwrap()),
+        ..Default::default()
+    })
+    .unwrap();
+    let f = Flow {
+        dst: v("8.8.4.4"),
+        src: Some(v("8.8.8.8")),
+        iif: Some("eth2".into()),
+        ..out4("0.0.0.0", 0, 0)
+    };
+    match r.lookup(&f) {
+        Decision::Blackhole(rr) => {
+            assert_eq!(rr.table, "rule");
+            assert_eq!(rr.text, "500: from all iif eth2 blackhole");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Output (iif lo) bound to eth1 hits `510: from all oif eth1 unreachable`, which the
+    // IPv4 output path turns into on-link via eth1; unbound it goes on to 540 (uidrange).
+    let mut out = out4("8.8.4.4", 0, 0);
+    assert!(matches!(r.lookup(&out), Decision::Undecided(_)));
+    out.oif = Some("eth1".into());
+    match r.lookup(&out) {
+        Decision::Unicast { route, .. } => assert!(
+            route.text.contains("510: from all oif eth1 unreachable"),
+            "{}",
+            route.text
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn parse_errors_name_command_and_entry() {
     let e = parse(&RoutingDumps {
         routes_v4: Some(r#"[{"dst":"300.1.2.0/24","dev":"eth0"}]"#.into()),
