@@ -15,4 +15,5 @@ pub mod fix;
 pub mod lock;
 pub mod ranges;
 pub mod render;
+pub mod routing;
 pub mod snapshot;

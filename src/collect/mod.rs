@@ -12,6 +12,7 @@ pub mod firewall;
 pub mod netif;
 pub mod netlink;
 pub mod offline;
+pub mod routing;
 pub mod sockets;
 
 use crate::cli::InputArgs;
