@@ -16,3 +16,4 @@ pub mod lock;
 pub mod ranges;
 pub mod render;
 pub mod snapshot;
+pub mod tc;
