@@ -179,13 +179,23 @@ impl Ctx<'_> {
         let text = format!(
             "bpf {}{}{}",
             n.name,
-            if n.direct_action { " direct-action" } else { "" },
-            n.flowid.as_ref().map(|f| format!(" flowid {f}")).unwrap_or_default()
+            if n.direct_action {
+                " direct-action"
+            } else {
+                ""
+            },
+            n.flowid
+                .as_ref()
+                .map(|f| format!(" flowid {f}"))
+                .unwrap_or_default()
         );
         let by = self.tp_ref(tp, &n.handle, &text);
         if n.direct_action {
             return Flow::Opaque {
-                desc: format!("BPF program {} (direct-action) decides the packet's fate", n.name),
+                desc: format!(
+                    "BPF program {} (direct-action) decides the packet's fate",
+                    n.name
+                ),
                 by,
             };
         }
@@ -268,15 +278,23 @@ impl Ctx<'_> {
         if let Some(o) = n.offset {
             let mut v = o.plus + 3;
             if let Some((at, mask, shift)) = o.var {
-                let (Some(Byte::Known(hi)), Some(Byte::Known(lo))) =
-                    (self.byte(base + at), self.byte(base + at + 1))
-                else {
+                // Only the bytes the mask selects need to be fixed (IHL: `mask 0f00` at 0).
+                let [mhi, mlo] = mask.to_be_bytes();
+                let known = |b: Option<Byte>, m: u8| match b {
+                    _ if m == 0 => Some(0),
+                    Some(Byte::Known(x)) => Some(x & m),
+                    _ => None,
+                };
+                let (Some(hi), Some(lo)) = (
+                    known(self.byte(base + at), mhi),
+                    known(self.byte(base + at + 1), mlo),
+                ) else {
                     return Flow::Opaque {
                         desc: format!("u32 offset read at {at} from a header field not fixed"),
                         by,
                     };
                 };
-                v += i64::from((u16::from_be_bytes([hi, lo]) & mask) >> shift);
+                v += i64::from(u16::from_be_bytes([hi, lo]) >> shift);
             }
             off2 = v & !3;
         }
@@ -330,9 +348,10 @@ impl Ctx<'_> {
                         ),
                     });
                 }
-                ActKind::Mirred { redirect: false, .. } | ActKind::Gact { random: false } => {
-                    &a.control
+                ActKind::Mirred {
+                    redirect: false, ..
                 }
+                | ActKind::Gact { random: false } => &a.control,
                 ActKind::Gact { random: true } => {
                     return ActOut::Flow(Flow::Opaque {
                         desc: format!("action {} has a random branch", a.text),
@@ -584,7 +603,10 @@ impl Ctx<'_> {
         }
         for k in &n.keys {
             let at = if k.nexthdr { "nexthdr+" } else { "" };
-            d.push(format!("match {:08x}/{:08x} at {at}{}", k.value, k.mask, k.off));
+            d.push(format!(
+                "match {:08x}/{:08x} at {at}{}",
+                k.value, k.mask, k.off
+            ));
         }
         for (i, a) in n.actions.iter().enumerate() {
             d.push(format!("action order {}: {}", i + 1, a.text));
@@ -656,4 +678,3 @@ pub(super) fn tp_cuts(tp: &Tp) -> Vec<AddrRange> {
     }
     out
 }
-

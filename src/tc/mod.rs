@@ -189,7 +189,9 @@ pub(crate) enum TpBody {
     U32(U32Tp),
     Bpf(Vec<BpfNode>),
     /// A classifier this model does not evaluate.
-    Other { handles: Vec<String> },
+    Other {
+        handles: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -257,8 +259,13 @@ pub(crate) enum Control {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ActKind {
-    Gact { random: bool },
-    Mirred { redirect: bool, to_dev: String },
+    Gact {
+        random: bool,
+    },
+    Mirred {
+        redirect: bool,
+        to_dev: String,
+    },
     /// police, bpf, or anything else: its outcome is not known here.
     Opaque,
 }

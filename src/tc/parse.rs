@@ -182,8 +182,7 @@ pub(crate) fn parse_filters(text: &str, cmd: &str) -> Result<Block, TcError> {
     if text.trim().is_empty() {
         return Ok(Block::default());
     }
-    let raw: Vec<RawFilter> =
-        serde_json::from_str(&repair(text)).map_err(|e| json_err(cmd, e))?;
+    let raw: Vec<RawFilter> = serde_json::from_str(&repair(text)).map_err(|e| json_err(cmd, e))?;
     // (chain, pref) → (protocol, kind, option objects) in dump order.
     let mut groups: BTreeMap<(u32, u32), (String, String, Vec<Pairs>)> = BTreeMap::new();
     for f in raw {
@@ -212,9 +211,17 @@ pub(crate) fn parse_filters(text: &str, cmd: &str) -> Result<Block, TcError> {
         };
         let body = match kind.as_str() {
             "u32" => TpBody::U32(parse_u32(&opts).map_err(ferr)?),
-            "bpf" => TpBody::Bpf(opts.iter().map(parse_bpf).collect::<Result<_, _>>().map_err(ferr)?),
+            "bpf" => TpBody::Bpf(
+                opts.iter()
+                    .map(parse_bpf)
+                    .collect::<Result<_, _>>()
+                    .map_err(ferr)?,
+            ),
             _ => TpBody::Other {
-                handles: opts.iter().filter_map(|o| o.str("handle").or_else(|| o.str("fh"))).collect(),
+                handles: opts
+                    .iter()
+                    .filter_map(|o| o.str("handle").or_else(|| o.str("fh")))
+                    .collect(),
             },
         };
         block.chains.entry(chain).or_default().push(Tp {
@@ -253,12 +260,15 @@ fn mark_shared_u32(block: &mut Block) {
 }
 
 fn hex_u32(v: &Value, what: &str) -> Result<u32, String> {
-    let s = v.as_str().ok_or_else(|| format!("{what} is not a string"))?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("{what} is not a string"))?;
     u32::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|_| format!("bad {what} {s:?}"))
 }
 
 fn int(v: &Value, what: &str) -> Result<i64, String> {
-    v.as_i64().ok_or_else(|| format!("{what} is not an integer"))
+    v.as_i64()
+        .ok_or_else(|| format!("{what} is not an integer"))
 }
 
 fn parse_u32(opts: &[Pairs]) -> Result<U32Tp, String> {
@@ -267,7 +277,8 @@ fn parse_u32(opts: &[Pairs]) -> Result<U32Tp, String> {
         let fh = o.str("fh").unwrap_or_default();
         if let Some(div) = o.get("ht_divisor") {
             let id = fh.trim_end_matches(':').to_string();
-            tp.tables.insert(id, u32::try_from(int(div, "ht_divisor")?).unwrap_or(0));
+            tp.tables
+                .insert(id, u32::try_from(int(div, "ht_divisor")?).unwrap_or(0));
             continue;
         }
         tp.knodes.push(parse_knode(o, fh)?);
@@ -296,8 +307,8 @@ fn parse_knode(o: &Pairs, fh: String) -> Result<Knode, String> {
     let (mut has_off, mut var) = (false, (0i64, 0u16, 0u32, false));
     for (key, v) in &o.0 {
         match key.as_str() {
-            "fh" | "order" | "bkt" | "not_in_hw" | "in_hw" | "skip_hw" | "rule_hit"
-            | "success" => {}
+            "fh" | "order" | "bkt" | "not_in_hw" | "in_hw" | "skip_hw" | "rule_hit" | "success" => {
+            }
             "key_ht" => k.ht = v.as_str().unwrap_or_default().to_string(),
             "flowid" => k.flowid = v.as_str().map(String::from),
             "link" => k.link = v.as_str().map(|s| s.trim_end_matches(':').to_string()),
@@ -378,7 +389,11 @@ fn control_name(c: &Control) -> String {
 }
 
 fn parse_action(v: &Value) -> Action {
-    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("?").to_string();
+    let kind = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string();
     let control = control(v.get("control_action"));
     let s = |f: &str| v.get(f).and_then(Value::as_str).unwrap_or("").to_string();
     let act = match kind.as_str() {
@@ -420,17 +435,19 @@ fn parse_bpf(o: &Pairs) -> Result<BpfNode, String> {
         None => Vec::new(),
     };
     let prog = o.get("prog");
-    let name = o
-        .str("bpf_name")
-        .or_else(|| prog.and_then(|p| p.get("name")).and_then(Value::as_str).map(String::from))
-        .unwrap_or_else(|| "?".into());
-    let id = prog.and_then(|p| p.get("id")).and_then(Value::as_u64);
+    let prog_name = prog.and_then(|p| p.get("name")).and_then(Value::as_str);
+    let mut name = match (prog_name, o.str("bpf_name")) {
+        (Some(p), Some(b)) => format!("{p} ({b})"),
+        (Some(p), None) => p.to_string(),
+        (None, Some(b)) => b,
+        (None, None) => "?".into(),
+    };
+    if let Some(id) = prog.and_then(|p| p.get("id")).and_then(Value::as_u64) {
+        name = format!("{name} id {id}");
+    }
     Ok(BpfNode {
         handle: o.str("handle").unwrap_or_default(),
-        name: match id {
-            Some(id) => format!("{name} id {id}"),
-            None => name,
-        },
+        name,
         direct_action: o.get("direct-action").is_some(),
         flowid: o.str("flowid"),
         actions,
