@@ -13,6 +13,7 @@ pub mod netif;
 pub mod netlink;
 pub mod offline;
 pub mod sockets;
+pub mod tc;
 
 use crate::cli::InputArgs;
 use crate::ranges::ProviderRanges;
