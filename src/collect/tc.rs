@@ -51,15 +51,16 @@ fn err(what: &str, source: &str, message: String) -> ReadError {
     }
 }
 
+/// Runs one tool: [`cmd::run`] live, `ip netns exec …` in tests.
+pub type Runner<'a> = &'a dyn Fn(&str, &[&str]) -> Result<Output, CmdError>;
+
 /// Read this namespace's links, qdiscs and tc filters.
 pub fn read_netdev() -> (NetdevDumps, Vec<ReadError>) {
     read_netdev_with(&|p, a| cmd::run(p, a))
 }
 
 /// [`read_netdev`] with another command runner (tests run the tools in a namespace).
-pub fn read_netdev_with(
-    run: &dyn Fn(&str, &[&str]) -> Result<Output, CmdError>,
-) -> (NetdevDumps, Vec<ReadError>) {
+pub fn read_netdev_with(run: Runner) -> (NetdevDumps, Vec<ReadError>) {
     let mut dumps = NetdevDumps::default();
     let mut errors = Vec::new();
     match run("ip", &["-j", "-d", "link", "show"]) {

@@ -142,10 +142,8 @@ fn parse_links(text: &str) -> Result<BTreeMap<String, Vec<XdpProg>>, TcError> {
             .filter_map(|a| a.prog.as_ref().map(|p| xdp_prog(a.mode, p)))
             .collect();
         // Older kernels report only IFLA_XDP_PROG_ID, printed as the top-level prog.
-        if progs.is_empty() {
-            if let Some(p) = &x.prog {
-                progs.push(xdp_prog(x.mode, p));
-            }
+        if let (true, Some(p)) = (progs.is_empty(), &x.prog) {
+            progs.push(xdp_prog(x.mode, p));
         }
         if !progs.is_empty() {
             out.insert(l.ifname, progs);
