@@ -17,3 +17,4 @@ pub mod ranges;
 pub mod render;
 pub mod routing;
 pub mod snapshot;
+pub mod tc;

@@ -14,6 +14,7 @@ pub mod netlink;
 pub mod offline;
 pub mod routing;
 pub mod sockets;
+pub mod tc;
 
 use crate::cli::InputArgs;
 use crate::ranges::ProviderRanges;
