@@ -36,10 +36,27 @@ pub struct Snapshot {
     #[serde(default)]
     pub forwarding: Forwarding,
     pub dumps: Dumps,
+    /// `ip -j route show table all`, `ip -j rule show` (v4, v6) and the rp_filter sysctls,
+    /// verbatim. `None` offline: the answer's route is then assumed (see the report's notes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<crate::routing::RoutingDumps>,
+    /// `ip -j -d link show`, `tc -j qdisc show` and the tc filters of clsact/ingress qdiscs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netdev: Option<crate::tc::NetdevDumps>,
+    /// `nf_conntrack_count` / `nf_conntrack_max` when conntrack is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<ConntrackUsage>,
     pub ranges: ProviderRanges,
     /// What could not be read, and why. Each becomes a `read-failed` finding.
     #[serde(default)]
     pub read_errors: Vec<ReadError>,
+}
+
+/// How full the connection tracking table is (/proc/sys/net/netfilter/nf_conntrack_{count,max}).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConntrackUsage {
+    pub count: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -86,6 +86,9 @@ fn host(dumps: Dumps) -> Snapshot {
         forwarding: Default::default(),
         dumps,
         ranges: provider.bundled_ranges().unwrap(),
+        routing: None,
+        netdev: None,
+        conntrack: None,
         read_errors: vec![],
     }
 }
@@ -183,7 +186,19 @@ fn firewalld_zone_rejects_port_80_except_the_allowed_range() {
     o.ifaces = vec!["wg0".into()];
     o.dests = vec!["203.0.113.2".parse().unwrap()];
     let r = analysis::analyze(&s, &o);
-    assert_eq!(verdicts(&r, 80, "0.0.0.0/0"), [VerdictKind::Accept]);
+    // The firewall accepts everything from wg0, but the route back to Cloudflare leaves by
+    // eth0 (its connected subnet / default route): whether the answer arrives depends on
+    // that path — conditional, with the asymmetric route named.
+    assert_eq!(verdicts(&r, 80, "0.0.0.0/0"), [VerdictKind::Conditional]);
+    let row = r.reachability.iter().find(|x| x.port == 80).unwrap();
+    assert!(
+        row.conditions
+            .iter()
+            .any(|c| c.contains("asymmetric route")),
+        "{:?}",
+        row.conditions
+    );
+    assert!(codes(&r).contains(&Code::AsymmetricRoute));
 }
 
 #[test]
@@ -320,8 +335,13 @@ fn every_reject_form_is_a_521() {
         let (e, _) =
             analysis::explain(&s, &opts(&[]), "173.245.48.1".parse().unwrap(), port, false);
         if port == 5 {
-            // `meta nfproto ipv6` only: an IPv4 packet passes.
-            assert_eq!(e.verdict, VerdictKind::Accept);
+            // `meta nfproto ipv6` only: an IPv4 packet passes the firewall, and nothing listens
+            // on port 5: the kernel's RST refuses it (521, decided by the socket layer).
+            assert_eq!((e.verdict, e.cf_error), (VerdictKind::Reject, Some(521)));
+            assert_eq!(
+                e.rule.map(|r| r.backend),
+                Some(origin_audit::firewall::Backend::Socket)
+            );
             continue;
         }
         assert_eq!(

@@ -58,6 +58,9 @@ fn host(dumps: Dumps) -> Snapshot {
         forwarding: Default::default(),
         dumps,
         ranges: ranges::cloudflare().bundled_ranges().unwrap(),
+        routing: None,
+        netdev: None,
+        conntrack: None,
         read_errors: vec![],
     }
 }

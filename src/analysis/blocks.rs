@@ -56,6 +56,24 @@ impl Cuts {
         Cuts { v4: c.v4, v6: c.v6 }
     }
 
+    /// Adds the boundaries of ranges drawn outside netfilter (routes, policy rules, tc).
+    pub fn add(&mut self, ranges: &[AddrRange]) {
+        for r in ranges {
+            let (v, max) = match r.family {
+                Family::V4 => (&mut self.v4, family_max(Family::V4)),
+                Family::V6 => (&mut self.v6, family_max(Family::V6)),
+            };
+            v.push(r.start);
+            if r.end < max {
+                v.push(r.end + 1);
+            }
+        }
+        for v in [&mut self.v4, &mut self.v6] {
+            v.sort_unstable();
+            v.dedup();
+        }
+    }
+
     /// Splits each range at every cut inside it.
     pub fn split(&self, ranges: &[AddrRange]) -> Vec<AddrRange> {
         let mut out = Vec::new();

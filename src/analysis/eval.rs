@@ -27,6 +27,7 @@ use crate::firewall::{
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+mod kernel;
 mod reply;
 
 /// What the analysis knows about the packet.
@@ -205,6 +206,10 @@ pub struct HostFacts {
     pub listeners: Option<Vec<crate::snapshot::Listener>>,
     /// `net.ipv6.bindv6only` (the default of IPV6_V6ONLY for sockets that did not say).
     pub bindv6only: Option<bool>,
+    /// Every routing table and rule, with the rp_filter sysctls (`None` offline).
+    pub routing: Option<crate::routing::Routing>,
+    /// XDP programs and tc filters of the interfaces (`None` offline).
+    pub netdev: Option<crate::tc::Netdev>,
 }
 
 /// Membership index for big single-dimension address sets (no nomatch, nothing unknown).
@@ -223,6 +228,8 @@ pub struct Evaluator<'a> {
     forwarding: crate::snapshot::Forwarding,
     listeners: Option<Vec<crate::snapshot::Listener>>,
     bindv6only: Option<bool>,
+    routing: Option<crate::routing::Routing>,
+    netdev: Option<crate::tc::Netdev>,
     index: SetIndex,
     ipset_index: HashMap<String, crate::firewall::AddrSet>,
 }
@@ -270,6 +277,8 @@ impl<'a> Evaluator<'a> {
             forwarding,
             listeners,
             bindv6only,
+            routing,
+            netdev,
         } = host;
         let mut bases = Vec::new();
         for t in &ruleset.tables {
@@ -318,6 +327,8 @@ impl<'a> Evaluator<'a> {
             forwarding,
             listeners,
             bindv6only,
+            routing,
+            netdev,
             index,
             ipset_index,
         }
@@ -358,8 +369,8 @@ impl<'a> Evaluator<'a> {
             pkt: pkt.clone(),
         };
         let mut out = Vec::new();
-        // Ingress (netdev), then prerouting with conntrack at -200.
-        let mut states = vec![st];
+        // XDP and tc ingress, netdev ingress, then prerouting with conntrack at -200.
+        let mut states = self.netdev(vec![st], crate::tc::TcDir::Ingress, &mut out);
         for hook in [Hook::Ingress, Hook::Prerouting] {
             states = self.run_hook(hook, states, &mut out);
         }
@@ -368,7 +379,15 @@ impl<'a> Evaluator<'a> {
                 break;
             }
             let st = with_conntrack(st);
-            match self.is_local(st.pkt.family, st.dst) {
+            let Some((st, route)) = self.route_input(st, &mut out) else {
+                continue;
+            };
+            let local = match route {
+                kernel::InRoute::Local => Some(true),
+                kernel::InRoute::Forward => Some(false),
+                kernel::InRoute::Unknown => self.is_local(st.pkt.family, st.dst),
+            };
+            match local {
                 // Unknown destination (offline without --dest): it was sent to this host.
                 Some(true) | None => {
                     let done = self.run_hook(Hook::Input, vec![st], &mut out);
@@ -1246,7 +1265,9 @@ fn elem_matches(e: &SetElem, fields: &[Field], s: &St) -> ElemMatch {
                     true
                 }
             }
-            (KeyValue::Int(lo, hi), Field::L4Proto) => (*lo..=*hi).contains(&u64::from(l4_proto(s))),
+            (KeyValue::Int(lo, hi), Field::L4Proto) => {
+                (*lo..=*hi).contains(&u64::from(l4_proto(s)))
+            }
             (KeyValue::Int(lo, hi), Field::Mark) => (*lo..=*hi).contains(&u64::from(s.mark)),
             (KeyValue::Int(lo, hi), Field::CtState) => {
                 let st = u64::from(s.ct.unwrap_or(CtStates::INVALID));
@@ -1454,7 +1475,12 @@ fn policy_ref(b: &Base<'_>) -> RuleRef {
 }
 
 /// A pseudo-rule for something that decides outside netfilter (a route, a sysctl).
-fn policy_ref_like(backend: crate::firewall::Backend, family: Family, table: &str, text: String) -> RuleRef {
+fn policy_ref_like(
+    backend: crate::firewall::Backend,
+    family: Family,
+    table: &str,
+    text: String,
+) -> RuleRef {
     RuleRef {
         backend,
         family: match family {

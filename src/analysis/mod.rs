@@ -290,6 +290,16 @@ pub fn prepare(snap: &Snapshot) -> Prepared {
             }
         }
     }
+    if let Some(r) = &snap.routing
+        && let Err(e) = crate::routing::parse(r)
+    {
+        errors.push(e.to_string());
+    }
+    if let Some(n) = &snap.netdev
+        && let Err(e) = crate::tc::parse(n)
+    {
+        errors.push(e.to_string());
+    }
     if let Some(text) = &d.ipset_save {
         match firewall::ipset::parse(text, "ipset save") {
             Ok(sets) => rs.ipsets = sets,
@@ -519,7 +529,11 @@ pub fn classify(outcomes: &[Outcome]) -> Classified {
         // low-rate side); the other outcome is named as what happens under load.
         let first = outcomes
             .iter()
-            .find(|o| o.conds.iter().all(|c| c.kind != CondKind::Rate || c.holds == c.first))
+            .find(|o| {
+                o.conds
+                    .iter()
+                    .all(|c| c.kind != CondKind::Rate || c.holds == c.first)
+            })
             .or(first_bad);
         let loaded: Vec<String> = outcomes
             .iter()
@@ -527,8 +541,12 @@ pub fn classify(outcomes: &[Outcome]) -> Classified {
             .filter_map(|o| {
                 let by = o.decided_by.as_ref().map(rule_label).unwrap_or_default();
                 match o.fate {
-                    Fate::Dropped => Some(format!("above the limit: dropped by {by} (522 under load)")),
-                    Fate::Rejected(_) => Some(format!("above the limit: rejected by {by} (521 under load)")),
+                    Fate::Dropped => {
+                        Some(format!("above the limit: dropped by {by} (522 under load)"))
+                    }
+                    Fate::Rejected(_) => Some(format!(
+                        "above the limit: rejected by {by} (521 under load)"
+                    )),
                     _ => None,
                 }
             })
@@ -616,7 +634,25 @@ pub fn host_facts(snap: &Snapshot, t: &Target) -> eval::HostFacts {
         forwarding: snap.forwarding,
         listeners: snap.listeners.clone(),
         bindv6only: snap.bindv6only,
+        // Parse errors are reported by `prepare` (dump-unparsable, unknown).
+        routing: snap
+            .routing
+            .as_ref()
+            .and_then(|d| crate::routing::parse(d).ok()),
+        netdev: snap.netdev.as_ref().and_then(|d| crate::tc::parse(d).ok()),
     }
+}
+
+/// Address boundaries drawn outside netfilter: routes, policy rules, tc filters.
+fn kernel_cuts(facts: &eval::HostFacts) -> Vec<AddrRange> {
+    let mut v = Vec::new();
+    if let Some(r) = &facts.routing {
+        v.extend(r.cuts());
+    }
+    if let Some(n) = &facts.netdev {
+        v.extend(n.cuts());
+    }
+    v
 }
 
 /// Builds the packet for one block representative.
@@ -641,8 +677,10 @@ pub fn analyze(snap: &Snapshot, opts: &Options) -> Report {
 pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) -> Report {
     let rs = &prepared.ruleset;
     let t = target(snap, opts);
-    let ev = Evaluator::new(rs, host_facts(snap, &t));
-    let cuts = blocks::Cuts::new(rs);
+    let facts = host_facts(snap, &t);
+    let mut cuts = blocks::Cuts::new(rs);
+    cuts.add(&kernel_cuts(&facts));
+    let ev = Evaluator::new(rs, facts);
     let mut ports = opts.ports.clone();
     ports.sort_unstable();
     ports.dedup();
@@ -1001,7 +1039,9 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
     // A SYN no socket takes is the listener findings' to explain (one alarm per cause).
     let socket_refusal = |r: &ReachRow| {
         r.verdict == VerdictKind::Reject
-            && r.rule.as_ref().is_some_and(|x| x.backend == Backend::Socket)
+            && r.rule
+                .as_ref()
+                .is_some_and(|x| x.backend == Backend::Socket)
     };
     for r in rows
         .iter()
@@ -1289,6 +1329,26 @@ fn housekeeping_findings(snap: &Snapshot, prepared: &Prepared, opts: &Options) -
             "rules are loaded through iptables-legacy and through nf_tables (iptables-nft or nft) at once; both apply to every packet".into(),
             Some("list both: `iptables-legacy-save` and `nft list ruleset`; keep one backend".into()),
         ));
+    }
+    if let Some(ct) = snap.conntrack
+        && ct.max > 0
+        && ct.count.saturating_mul(10) >= ct.max.saturating_mul(9)
+    {
+        out.push(Finding {
+            code: Code::ConntrackFull,
+            severity: Code::ConntrackFull.default_severity(),
+            message: format!(
+                "connection tracking table at {} of {} entries ({} %): new connections are dropped when it is full → Cloudflare 522",
+                ct.count,
+                ct.max,
+                ct.count.saturating_mul(100) / ct.max
+            ),
+            ports: Vec::new(),
+            sources: Vec::new(),
+            cf_error: Some(522),
+            rules: Vec::new(),
+            fix: Some("sysctl -w net.netfilter.nf_conntrack_max=<larger> (persist in /etc/sysctl.d/), or NOTRACK the web ports in raw PREROUTING and OUTPUT together".into()),
+        });
     }
     let r = &snap.ranges;
     if !r.problems.is_empty() {
@@ -1584,6 +1644,9 @@ COMMIT
             ranges: crate::ranges::cloudflare()
                 .bundled_ranges()
                 .expect("bundled"),
+            routing: None,
+            netdev: None,
+            conntrack: None,
             read_errors: vec![],
         };
         let p = prepare(&snap);

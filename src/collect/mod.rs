@@ -53,6 +53,9 @@ pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
             bindv6only: None,
             forwarding: Default::default(),
             dumps,
+            routing: None,
+            netdev: None,
+            conntrack: None,
             ranges: load_ranges(input)?,
             read_errors,
         });
@@ -68,6 +71,9 @@ pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
         bindv6only: host.bindv6only,
         forwarding: host.forwarding,
         dumps: host.dumps,
+        routing: host.routing,
+        netdev: host.netdev,
+        conntrack: host.conntrack,
         ranges: load_ranges(input)?,
         read_errors: host.read_errors,
     })
@@ -105,6 +111,9 @@ pub struct HostState {
     pub bindv6only: Option<bool>,
     pub forwarding: crate::snapshot::Forwarding,
     pub dumps: Dumps,
+    pub routing: Option<crate::routing::RoutingDumps>,
+    pub netdev: Option<crate::tc::NetdevDumps>,
+    pub conntrack: Option<crate::snapshot::ConntrackUsage>,
     pub read_errors: Vec<ReadError>,
 }
 
@@ -202,6 +211,13 @@ pub fn read_host() -> HostState {
     let (dumps, fw_errors) = firewall::read_firewall(&firewall::LiveHost);
     read_errors.extend(fw_errors);
 
+    let names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
+    let (routing, route_errors) = routing::read_routing(&names);
+    read_errors.extend(route_errors);
+    let (netdev, tc_errors) = tc::read_netdev();
+    read_errors.extend(tc_errors);
+    let conntrack = read_conntrack();
+
     HostState {
         hostname,
         listeners,
@@ -210,6 +226,19 @@ pub fn read_host() -> HostState {
         bindv6only,
         forwarding,
         dumps,
+        routing: Some(routing),
+        netdev: Some(netdev),
+        conntrack,
         read_errors,
     }
+}
+
+/// `nf_conntrack_count` and `nf_conntrack_max`, when conntrack is loaded (absent otherwise:
+/// nothing is tracked, nothing can fill up).
+fn read_conntrack() -> Option<crate::snapshot::ConntrackUsage> {
+    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    Some(crate::snapshot::ConntrackUsage {
+        count: read("/proc/sys/net/netfilter/nf_conntrack_count")?,
+        max: read("/proc/sys/net/netfilter/nf_conntrack_max")?,
+    })
 }

@@ -1004,6 +1004,9 @@ COMMIT
                 ..Default::default()
             },
             ranges: crate::ranges::cloudflare().bundled_ranges().unwrap(),
+            routing: None,
+            netdev: None,
+            conntrack: None,
             read_errors: vec![],
         }
     }

@@ -32,7 +32,9 @@ use super::{
     CondKind, Evaluator, Fate, L4, Outcome, St, Step, finish, has_conntrack_entry, policy_ref_like,
 };
 use crate::firewall::addr::int_to_addr;
-use crate::firewall::{Backend, CtStates, Direction, Family, Hook, RejectKind, RuleRef, TableFamily};
+use crate::firewall::{
+    Backend, CtStates, Direction, Family, Hook, RejectKind, RuleRef, TableFamily,
+};
 use std::net::IpAddr;
 
 /// What the host sends back.
@@ -273,6 +275,7 @@ impl Evaluator<'_> {
         for hook in [Hook::Output, Hook::Postrouting, Hook::Egress] {
             states = self.run_hook(hook, states, out);
         }
+        let states = self.netdev(states, crate::tc::TcDir::Egress, out);
         for s in states {
             let (fate, rule) = match s.reply.as_ref().and_then(|c| c.refusal.clone()) {
                 Some((f, r)) => (f, Some(r)),
@@ -297,14 +300,31 @@ impl Evaluator<'_> {
 
     /// The output route of the answer: which interface it leaves by, or why it cannot leave.
     fn route_answer(&self, mut st: St, next: &mut Vec<St>, out: &mut Vec<Outcome>) {
-        let ans = st.reply.as_ref().map(|c| c.answer.name()).unwrap_or("answer");
+        let ans = st
+            .reply
+            .as_ref()
+            .map(|c| c.answer.name())
+            .unwrap_or("answer");
         let fam = st.pkt.family;
         let to = int_to_addr(fam, st.pkt.src);
         let from = st
             .src
             .map(|a| int_to_addr(fam, a).to_string())
             .unwrap_or_else(|| "this host".into());
-        match self.reply_oif(&st) {
+        let end = match self.route_output(&st, None) {
+            Some(Ok(dev)) => RouteEnd::Via(dev, false),
+            Some(Err(o)) => {
+                let mut o = o;
+                o.path.insert(
+                    o.path.len().saturating_sub(1),
+                    Step::Reply(format!("{ans} from {from} to {to}: no way out")),
+                );
+                out.push(o);
+                return;
+            }
+            None => self.reply_oif(&st),
+        };
+        match end {
             RouteEnd::Via(dev, assumed) => {
                 let how = if assumed {
                     " (assumed: routes unknown)"
@@ -343,7 +363,9 @@ impl Evaluator<'_> {
                 }
             }
             RouteEnd::Lost(r) => {
-                st.path.push(Step::Reply(format!("{ans} from {from} to {to}: no way out")));
+                st.path.push(Step::Reply(format!(
+                    "{ans} from {from} to {to}: no way out"
+                )));
                 st.path.push(Step::Rule(r.clone()));
                 out.push(finish(st, Fate::Dropped, Some(r)));
             }

@@ -1,0 +1,315 @@
+//! What the kernel decides outside netfilter on the audited connection's path: XDP and tc on
+//! the public interface, the routing decision for the SYN (with reverse-path filtering), and
+//! the output route of the answer.
+//!
+//! Owns: turning `routing::Decision`, `routing::RpResult` and `tc::TcVerdict` into branches
+//! and outcomes with a quotable [`RuleRef`]. Must not: do I/O (the models are parsed before).
+//!
+//! Order (Documentation/networking, net/core/dev.c): XDP (driver or generic, before the stack)
+//! → tc ingress (sch_handle_ingress) → nft netdev ingress → prerouting → route input
+//! (ip_route_input_slow, with fib_validate_source = rp_filter) → input/forward. The answer:
+//! output route → OUTPUT → POSTROUTING → nft netdev egress → tc egress (sch_handle_egress).
+
+use super::{Cond, CondKind, Evaluator, Fate, L4, Outcome, St, Step, finish, l4_proto};
+use crate::firewall::addr::int_to_addr;
+use crate::firewall::{Backend, Direction, Family, RejectKind, RuleRef, TableFamily};
+use crate::routing::{Decision, Flow, RouteRef, RpResult};
+use crate::tc::{TcDir, TcPacket, TcRef, TcVerdict};
+
+/// Where the routing decision sends the SYN.
+pub(super) enum InRoute {
+    Local,
+    Forward,
+    /// Routes not known (offline) or destination unknown: the caller decides as before.
+    Unknown,
+}
+
+fn ipfam(f: Family) -> TableFamily {
+    match f {
+        Family::V4 => TableFamily::Ip,
+        Family::V6 => TableFamily::Ip6,
+    }
+}
+
+pub(super) fn route_rule(f: Family, r: &RouteRef, dir: Direction) -> RuleRef {
+    RuleRef {
+        backend: Backend::Route,
+        family: ipfam(f),
+        table: if r.table == "rule" {
+            "rules".into()
+        } else {
+            r.table.clone()
+        },
+        chain: if r.table == "rule" { "rule" } else { "route" }.into(),
+        position: 1,
+        handle: None,
+        text: r.text.clone(),
+        direction: dir,
+    }
+}
+
+fn tc_rule(r: &TcRef, dir: Direction) -> RuleRef {
+    RuleRef {
+        backend: Backend::Tc,
+        family: TableFamily::Netdev,
+        table: r.dev.clone(),
+        chain: r.direction.clone(),
+        position: usize::try_from(r.pref).unwrap_or(usize::MAX),
+        handle: None,
+        text: r.text.clone(),
+        direction: dir,
+    }
+}
+
+fn kernel_rule(f: Family, text: String, dir: Direction) -> RuleRef {
+    RuleRef {
+        backend: Backend::Kernel,
+        family: ipfam(f),
+        table: "sysctl".into(),
+        chain: "routing".into(),
+        position: 1,
+        handle: None,
+        text,
+        direction: dir,
+    }
+}
+
+fn tc_packet(s: &St) -> TcPacket {
+    TcPacket {
+        family: s.pkt.family,
+        src: s.src,
+        dst: s.dst,
+        proto: l4_proto(s),
+        sport: s.sport,
+        dport: s.dport,
+        tcp_flags: match s.l4 {
+            L4::Tcp(f) => Some(f),
+            L4::Icmp => None,
+        },
+    }
+}
+
+/// Forks `st` on an undecidable condition: the returned state takes it as holding (passes),
+/// the other branch ends with `fate` by `rule`.
+fn fork(mut st: St, desc: String, rule: RuleRef, fate: Fate, out: &mut Vec<Outcome>) -> St {
+    let cond = |holds| Cond {
+        kind: CondKind::Undecidable,
+        desc: desc.clone(),
+        holds,
+        first: holds,
+        rule: rule.clone(),
+    };
+    let mut other = st.clone();
+    other.conds.push(cond(false));
+    other.path.push(Step::Rule(rule.clone()));
+    out.push(finish(other, fate, Some(rule.clone())));
+    st.conds.push(cond(true));
+    st
+}
+
+impl Evaluator<'_> {
+    /// XDP and tc on the device a packet arrives on (`dir` In) or leaves by (Reply).
+    pub(super) fn netdev(&self, states: Vec<St>, tc_dir: TcDir, out: &mut Vec<Outcome>) -> Vec<St> {
+        let Some(nd) = &self.netdev else {
+            return states;
+        };
+        let mut next = Vec::new();
+        for st in states {
+            let (dev, dir) = match tc_dir {
+                TcDir::Ingress => (st.pkt.iif.clone(), Direction::In),
+                TcDir::Egress => (st.oif.clone(), Direction::Reply),
+            };
+            let Some(dev) = dev else {
+                next.push(st);
+                continue;
+            };
+            let mut st = st;
+            if tc_dir == TcDir::Ingress {
+                for p in nd.xdp(&dev) {
+                    let name = p.name.clone().unwrap_or_else(|| "?".into());
+                    let r = RuleRef {
+                        backend: Backend::Xdp,
+                        family: TableFamily::Netdev,
+                        table: dev.clone(),
+                        chain: "xdp".into(),
+                        position: 1,
+                        handle: Some(p.id),
+                        text: format!("xdp program {name} (id {}, {:?}) on {dev}", p.id, p.mode),
+                        direction: dir,
+                    };
+                    let desc = format!(
+                        "XDP program {name} (id {}) on {dev} passes the SYN (its code is not read)",
+                        p.id
+                    );
+                    st = fork(st, desc, r, Fate::Dropped, out);
+                }
+            }
+            match nd.decide(&dev, tc_dir, &tc_packet(&st)) {
+                TcVerdict::Pass => next.push(st),
+                TcVerdict::Drop { by, why } => {
+                    let r = tc_rule(&by, dir);
+                    let mut st = st;
+                    st.path.push(Step::Rule(r.clone()));
+                    st.path.push(Step::Reply(format!("tc: {why}")));
+                    out.push(finish(st, Fate::Dropped, Some(r)));
+                }
+                TcVerdict::Conditional { desc, by } => {
+                    let r = tc_rule(&by, dir);
+                    next.push(fork(
+                        st,
+                        format!("tc filter: {desc}"),
+                        r,
+                        Fate::Dropped,
+                        out,
+                    ));
+                }
+            }
+        }
+        next
+    }
+
+    /// The routing decision for the SYN after prerouting, and reverse-path filtering.
+    pub(super) fn route_input(&self, st: St, out: &mut Vec<Outcome>) -> Option<(St, InRoute)> {
+        let fam = st.pkt.family;
+        let (Some(rt), Some(dst), Some(iif)) = (&self.routing, st.dst, st.pkt.iif.clone()) else {
+            return Some((st, InRoute::Unknown));
+        };
+        if !rt.family(fam).routes_known {
+            return Some((st, InRoute::Unknown));
+        }
+        let src = st.pkt.src;
+        let flow = Flow {
+            family: fam,
+            dst,
+            src: Some(src),
+            iif: Some(iif.clone()),
+            oif: None,
+            mark: st.mark,
+            tos: 0,
+        };
+        let mut st = st;
+        let route = match rt.lookup(&flow) {
+            Decision::Local(_) => InRoute::Local,
+            Decision::Unicast { .. } => InRoute::Forward,
+            Decision::Blackhole(r) | Decision::Other { route: r, .. } => {
+                let r = route_rule(fam, &r, Direction::In);
+                st.path.push(Step::Rule(r.clone()));
+                out.push(finish(st, Fate::Dropped, Some(r)));
+                return None;
+            }
+            Decision::Unreachable(r) | Decision::Prohibit(r) => {
+                // ip_error() answers with an ICMP error, which must leave the host too.
+                let r = route_rule(fam, &r, Direction::In);
+                st.path.push(Step::Rule(r.clone()));
+                self.refuse(st, RejectKind::Icmp("host-unreachable".into()), r, out);
+                return None;
+            }
+            Decision::NoRoute => {
+                let r = kernel_rule(fam, "no route for the SYN".into(), Direction::In);
+                out.push(finish(st, Fate::Dropped, Some(r)));
+                return None;
+            }
+            Decision::Undecided(why) => {
+                let r = kernel_rule(fam, format!("route lookup: {why}"), Direction::In);
+                out.push(finish(
+                    st,
+                    Fate::Undecided(format!("route lookup: {why}")),
+                    Some(r),
+                ));
+                return None;
+            }
+        };
+        if fam == Family::V4 {
+            match rt.rp_filter(fam, &iif, src, dst, st.mark) {
+                RpResult::Pass => {}
+                RpResult::Drop { reason, by } => {
+                    let mode = self.rp_mode(&iif);
+                    let via = by
+                        .map(|b| format!("; route back: {}", b.text))
+                        .unwrap_or_default();
+                    let r = kernel_rule(
+                        fam,
+                        format!("net.ipv4.conf.{iif}.rp_filter = {mode}: {reason}{via}"),
+                        Direction::In,
+                    );
+                    st.path.push(Step::Rule(r.clone()));
+                    out.push(finish(st, Fate::Dropped, Some(r)));
+                    return None;
+                }
+                RpResult::Undecided(why) => {
+                    let r = kernel_rule(fam, format!("rp_filter: {why}"), Direction::In);
+                    let desc = format!("reverse-path filter passes the SYN ({why})");
+                    st = fork(st, desc, r, Fate::Dropped, out);
+                }
+            }
+        }
+        Some((st, route))
+    }
+
+    fn rp_mode(&self, iif: &str) -> String {
+        let Some(rt) = &self.routing else {
+            return "?".into();
+        };
+        let get = |k: String| rt.sysctls.get(&k).and_then(|v| v.trim().parse::<u8>().ok());
+        let all = get("net.ipv4.conf.all.rp_filter".into()).unwrap_or(0);
+        let dev = get(format!("net.ipv4.conf.{iif}.rp_filter")).unwrap_or(0);
+        all.max(dev).to_string()
+    }
+
+    /// The output route of the answer from the routing model: `None` when it is not known
+    /// (offline), else the device or the outcome that ends it.
+    pub(super) fn route_output(
+        &self,
+        st: &St,
+        bound: Option<String>,
+    ) -> Option<Result<String, Outcome>> {
+        let fam = st.pkt.family;
+        let rt = self.routing.as_ref()?;
+        if !rt.family(fam).routes_known {
+            return None;
+        }
+        let flow = Flow {
+            family: fam,
+            dst: st.pkt.src,
+            src: st.src,
+            iif: Some("lo".into()),
+            oif: bound,
+            mark: st.mark,
+            tos: 0,
+        };
+        let to = int_to_addr(fam, st.pkt.src);
+        let lost = |r: RuleRef| {
+            let mut s = st.clone();
+            s.path.push(Step::Rule(r.clone()));
+            Err(finish(s, Fate::Dropped, Some(r)))
+        };
+        Some(match rt.lookup(&flow) {
+            Decision::Unicast { dev: Some(d), .. } => Ok(d),
+            Decision::Unicast {
+                dev: None, route, ..
+            }
+            | Decision::Local(route) => lost(route_rule(fam, &route, Direction::Reply)),
+            Decision::Blackhole(r)
+            | Decision::Unreachable(r)
+            | Decision::Prohibit(r)
+            | Decision::Other { route: r, .. } => lost(route_rule(fam, &r, Direction::Reply)),
+            Decision::NoRoute => lost(route_rule(
+                fam,
+                &RouteRef {
+                    table: "main".into(),
+                    text: format!("no route to {to}"),
+                    rule_priority: None,
+                },
+                Direction::Reply,
+            )),
+            Decision::Undecided(why) => {
+                let r = kernel_rule(fam, format!("route to {to}: {why}"), Direction::Reply);
+                Err(finish(
+                    st.clone(),
+                    Fate::Undecided(format!("route of the answer: {why}")),
+                    Some(r),
+                ))
+            }
+        })
+    }
+}
