@@ -19,9 +19,10 @@
 //!   A SYN that was NOTRACKed left no entry: the SYN-ACK/RST then starts no valid TCP
 //!   connection (tcp_conntracks[sNO][synack/rst] = sIV) and is INVALID — unless raw OUTPUT
 //!   NOTRACKs it too (UNTRACKED).
-//! - REJECT's RST gets the SYN's entry attached as RELATED (nf_send_reset → nf_ct_attach). Its
-//!   ICMP error (icmp_send) has none attached, and conntrack's ICMP error lookup cannot find the
-//!   SYN's entry, which was never confirmed (the SYN was dropped): INVALID.
+//! - REJECT's RST and ICMP error are RELATED to the SYN's entry in OUTPUT (nf_send_reset →
+//!   nf_ct_attach; for the ICMP error checked with the kernel: an OUTPUT rule `-p icmp
+//!   --ctstate RELATED -j ACCEPT` lets it out, tests/scenarios/110). Without an entry (the SYN
+//!   was NOTRACKed) they are INVALID.
 //! - nat chains never see the answer (not the first packet of a connection); the reverse of a
 //!   DNAT/REDIRECT is applied at POSTROUTING priority 100 (NF_IP_PRI_NAT_SRC): chains before it
 //!   see the translated source (the port the socket listens on).
@@ -145,7 +146,14 @@ impl Evaluator<'_> {
         let addr = st.dst.map(|d| int_to_addr(fam, d));
         let port = st.dport.unwrap_or(st.pkt.dport);
         st.landed = Some((addr, port, true));
-        match self.socket_for(fam, addr, port, st.pkt.iif.as_deref()) {
+        // A packet of an established connection already has its socket (and its NAT binding,
+        // which nat chains do not show): only the firewall is checked for it.
+        let sock = if st.pkt.established {
+            Sock::Unknown
+        } else {
+            self.socket_for(fam, addr, port, st.pkt.iif.as_deref())
+        };
+        match sock {
             Sock::Unknown | Sock::Listening => self.answer(st, Answer::SynAck, None, out),
             Sock::Full(r) => {
                 st.path.push(Step::Rule(r.clone()));
@@ -247,7 +255,7 @@ impl Evaluator<'_> {
     ) {
         let tracked = has_conntrack_entry(&st);
         let mut r = st;
-        let related = matches!(answer, Answer::RejectRst) && tracked;
+        let related = matches!(answer, Answer::RejectRst | Answer::RejectIcmp) && tracked;
         r.reply = Some(ReplyCtx {
             answer,
             refusal,
