@@ -393,9 +393,10 @@ pub fn check(sc: &Scenario, probes: &[Probe], bad: &mut [bool]) -> Vec<String> {
         } else {
             let o = p.outcomes.first().copied();
             match p.expected {
-                Verdict::Accept if listening => o == Some(Outcome::Connected),
-                // The firewall lets it through, but nothing listens: RST.
-                Verdict::Accept => o == Some(Outcome::Refused),
+                // Accept means a socket completed the handshake. Where nothing takes the
+                // connection (no socket, loopback-only, bound to another device or family) the
+                // kernel answers RST: that cell is `reject` (521), not `accept`.
+                Verdict::Accept => listening && o == Some(Outcome::Connected),
                 Verdict::Drop => o == Some(Outcome::Timeout),
                 Verdict::Reject => matches!(o, Some(Outcome::Refused | Outcome::Unreachable)),
                 Verdict::RateLimited | Verdict::Conditional => true,
@@ -414,7 +415,13 @@ pub fn check(sc: &Scenario, probes: &[Probe], bad: &mut [bool]) -> Vec<String> {
                 p.port,
                 p.src,
                 p.expected,
-                if listening { "" } else { ", nothing listens" },
+                if listening {
+                    ""
+                } else if p.expected == Verdict::Accept {
+                    ", but nothing takes the connection there: such a cell is `reject`"
+                } else {
+                    ", nothing listens"
+                },
                 p.kernel_summary()
             ));
         }

@@ -518,6 +518,7 @@ impl Lab {
     /// `listeners`, e.g. a REDIRECT target) and in the container, and wait until they are bound.
     pub fn start_listeners(&mut self, sc: &Scenario, exe: &str) -> Result<(), String> {
         let mut addrs = vec![];
+        let mut full = vec![];
         let extra = sc.listeners.keys().filter(|p| !sc.ports.contains(p));
         for &p in sc.ports.iter().chain(extra) {
             match sc.listen_mode(p) {
@@ -527,10 +528,26 @@ impl Lab {
                 }
                 ListenMode::Loopback => addrs.push(format!("127.0.0.1:{p}")),
                 ListenMode::None => {}
+                ListenMode::V6Any => addrs.push(format!("[::]:{p}")),
+                ListenMode::Device(d) => {
+                    addrs.push(format!("0.0.0.0:{p}%dev={d}"));
+                    addrs.push(format!("[::]:{p}%dev={d}"));
+                }
+                ListenMode::Full => {
+                    addrs.push(format!("0.0.0.0:{p}%full"));
+                    addrs.push(format!("[::]:{p}%full"));
+                    full.push(format!("{ORIGIN_V4}:{p}"));
+                    full.push(format!("[{ORIGIN_V6}]:{p}"));
+                }
             }
         }
         let origin = self.origin.clone();
         self.spawn_listener(&origin, &addrs, exe)?;
+        if !full.is_empty() {
+            // `full`: connections from inside the origin fill each accept queue (backlog 0, never
+            // accepted) until a further connect does not complete; the helper keeps them open.
+            self.spawn_helper(&origin, "fill", &full, exe, "filled")?;
+        }
         if let (Some(k), Some(ns)) = (&sc.container, self.container.clone()) {
             let addrs: Vec<String> = k.ports.iter().map(|p| format!("0.0.0.0:{p}")).collect();
             self.spawn_listener(&ns, &addrs, exe)?;
@@ -569,8 +586,21 @@ impl Lab {
         if addrs.is_empty() {
             return Ok(());
         }
+        self.spawn_helper(ns, "listen", addrs, exe, "ready")
+    }
+
+    /// A helper role in `ns` that prints one line starting with `ready_word` once its work is
+    /// done and then holds its sockets until its stdin closes.
+    fn spawn_helper(
+        &mut self,
+        ns: &str,
+        role: &str,
+        args: &[String],
+        exe: &str,
+        ready_word: &str,
+    ) -> Result<(), String> {
         let mut cmd = Self::in_ns(ns, exe);
-        cmd.arg(crate::ROLE_ARG).arg("listen").args(addrs);
+        cmd.arg(crate::ROLE_ARG).arg(role).args(args);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -592,10 +622,10 @@ impl Lab {
             }
             let _ = tx.send(line);
         });
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(l) if l.trim() == "ready" => Ok(()),
-            Ok(l) => Err(format!("listener helper failed: {:?}", l.trim())),
-            Err(_) => Err("listener helper did not get ready within 10 s".into()),
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) if l.split_whitespace().next() == Some(ready_word) => Ok(()),
+            Ok(l) => Err(format!("{role} helper failed: {:?}", l.trim())),
+            Err(_) => Err(format!("{role} helper did not get ready within 20 s")),
         }
     }
 

@@ -4,6 +4,10 @@
 //! - `listen ADDR:PORT…`: real TCP listeners (v6 sockets IPV6_V6ONLY, so `0.0.0.0` and `[::]`
 //!   coexist), accepting and closing; prints `ready` once bound; exits on stdin EOF (its parent
 //!   died or let go) or after a hard lifetime.
+//!   `ADDR:PORT%dev=IFACE` binds the socket to a device (SO_BINDTODEVICE); `ADDR:PORT%full`
+//!   listens with backlog 0 and never accepts.
+//! - `fill ADDR:PORT…`: fills those listeners' accept queues (connects until one does not
+//!   complete), keeps the connections open, prints `filled …`, exits on stdin EOF.
 //! - `probe TIMEOUT_MS THREADS`: reads `ID SRC DST PORT` lines on stdin, makes each connect bound
 //!   to SRC with the timeout, in parallel, and prints `ID OUTCOME [detail]` lines.
 //!
@@ -23,8 +27,9 @@ pub fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("listen") => listen(&args[1..]),
         Some("probe") => probe(&args[1..]),
+        Some("fill") => fill(&args[1..]),
         _ => {
-            eprintln!("role: expected `listen` or `probe`");
+            eprintln!("role: expected `listen`, `probe` or `fill`");
             2
         }
     }
@@ -32,18 +37,35 @@ pub fn main(args: &[String]) -> i32 {
 
 fn listen(addrs: &[String]) -> i32 {
     let mut socks = vec![];
+    let mut held = vec![];
     for a in addrs {
-        let sa: SocketAddr = match a.parse() {
+        // `ADDR:PORT[%dev=IFACE][%full]`
+        let mut parts = a.split('%');
+        let addr = parts.next().unwrap_or("");
+        let (mut dev, mut full) = (None, false);
+        for o in parts {
+            match o.strip_prefix("dev=") {
+                Some(d) => dev = Some(d.to_string()),
+                None if o == "full" => full = true,
+                None => {
+                    println!("bad listener option {o} in {a}");
+                    return 2;
+                }
+            }
+        }
+        let sa: SocketAddr = match addr.parse() {
             Ok(s) => s,
             Err(e) => {
                 println!("bad address {a}: {e}");
                 return 2;
             }
         };
-        match bind_listener(sa) {
+        match bind_listener(sa, dev.as_deref(), full) {
+            // A full listener is never accepted from: its queue stays full.
+            Ok(s) if full => held.push(s),
             Ok(s) => socks.push(s),
             Err(e) => {
-                println!("cannot listen on {sa}: {e}");
+                println!("cannot listen on {a}: {e}");
                 return 2;
             }
         }
@@ -66,18 +88,81 @@ fn listen(addrs: &[String]) -> i32 {
     });
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
+    drop(held);
     0
 }
 
-fn bind_listener(sa: SocketAddr) -> std::io::Result<Socket> {
+fn bind_listener(sa: SocketAddr, dev: Option<&str>, full: bool) -> std::io::Result<Socket> {
     let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     if sa.is_ipv6() {
         s.set_only_v6(true)?;
     }
+    if let Some(d) = dev {
+        s.bind_device(Some(d.as_bytes()))?;
+    }
     s.bind(&SockAddr::from(sa))?;
-    s.listen(1024)?;
+    // Backlog 0 keeps at most one connection in the accept queue (sk_acceptq_is_full is
+    // `ack_backlog > max_ack_backlog`).
+    s.listen(if full { 0 } else { 1024 })?;
     Ok(s)
+}
+
+/// Most connections a `fill` makes per address: with backlog 0 the queue holds one, so this
+/// bound is never reached unless the kernel keeps taking them (then the helper fails).
+const FILL_MAX: usize = 64;
+
+/// `fill ADDR:PORT…`: connect to each address from inside the origin until one connect does not
+/// complete within a short timeout (the accept queue is full: the listener's SYNs are
+/// dropped), keep every connection open, print `filled N…`, and hold them until stdin EOF.
+fn fill(addrs: &[String]) -> i32 {
+    let mut held = vec![];
+    let mut counts = vec![];
+    for a in addrs {
+        let sa: SocketAddr = match a.parse() {
+            Ok(s) => s,
+            Err(e) => {
+                println!("bad address {a}: {e}");
+                return 2;
+            }
+        };
+        let mut n = 0;
+        let mut full = false;
+        for _ in 0..FILL_MAX {
+            let s = match Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP)) {
+                Ok(s) => s,
+                Err(e) => {
+                    println!("socket: {e}");
+                    return 2;
+                }
+            };
+            match s.connect_timeout(&SockAddr::from(sa), Duration::from_millis(700)) {
+                Ok(()) => {
+                    n += 1;
+                    held.push(s);
+                }
+                Err(_) => {
+                    full = true;
+                    break;
+                }
+            }
+        }
+        if !full || n == 0 {
+            println!("could not fill the accept queue of {sa} ({n} connections completed)");
+            return 2;
+        }
+        counts.push(format!("{sa}={n}"));
+    }
+    println!("filled {}", counts.join(" "));
+    let _ = std::io::stdout().flush();
+    std::thread::spawn(|| {
+        std::thread::sleep(LISTENER_LIFETIME);
+        std::process::exit(0);
+    });
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    drop(held);
+    0
 }
 
 fn probe(args: &[String]) -> i32 {

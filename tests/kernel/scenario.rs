@@ -60,7 +60,7 @@ impl fmt::Display for Verdict {
 }
 
 /// How the web server listens on one port in the origin namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenMode {
     /// `0.0.0.0:PORT` and `[::]:PORT` (IPV6_V6ONLY).
     All,
@@ -68,12 +68,27 @@ pub enum ListenMode {
     Loopback,
     /// Nothing listens.
     None,
+    /// `device=IFACE`: `0.0.0.0:PORT` and `[::]:PORT` with SO_BINDTODEVICE IFACE, so only
+    /// connections arriving on IFACE find them.
+    Device(String),
+    /// `v6any`: `[::]:PORT` with IPV6_V6ONLY=1 only; nothing on IPv4.
+    V6Any,
+    /// `full`: `0.0.0.0:PORT` and `[::]:PORT` with backlog 0 that never accept; the harness
+    /// fills both accept queues from inside the origin before probing, so the kernel drops
+    /// every further SYN (tcp_conn_request: sk_acceptq_is_full) and probes time out.
+    Full,
 }
 
 impl ListenMode {
-    /// Whether a connection from outside in this family reaches a socket.
-    pub fn reachable(self, _v6: bool) -> bool {
-        matches!(self, ListenMode::All)
+    /// Whether a connection from outside in this family, arriving on `iface`, is taken by a
+    /// socket that completes the handshake.
+    pub fn reachable(&self, v6: bool, iface: &str) -> bool {
+        match self {
+            ListenMode::All => true,
+            ListenMode::V6Any => v6,
+            ListenMode::Device(d) => d == iface,
+            ListenMode::Loopback | ListenMode::None | ListenMode::Full => false,
+        }
     }
 }
 
@@ -240,7 +255,7 @@ impl Scenario {
     pub fn listen_mode(&self, port: u16) -> ListenMode {
         self.listeners
             .get(&port)
-            .copied()
+            .cloned()
             .unwrap_or(ListenMode::All)
     }
 
@@ -262,7 +277,7 @@ impl Scenario {
     /// origin's listener, or (IPv4 only, the container has no IPv6 address) the container's,
     /// where a DNAT sends it.
     pub fn serves(&self, port: u16, v6: bool) -> bool {
-        self.landing_mode(port).reachable(v6)
+        self.landing_mode(port).reachable(v6, &self.iface)
             || (!v6
                 && self
                     .container
@@ -395,7 +410,18 @@ fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                 "all" => ListenMode::All,
                 "loopback" => ListenMode::Loopback,
                 "none" => ListenMode::None,
-                _ => return Err(format!("line {n}: listen mode is all|loopback|none")),
+                "v6any" => ListenMode::V6Any,
+                "full" => ListenMode::Full,
+                _ => match m.strip_prefix("device=") {
+                    Some(d) if !d.is_empty() && d.len() <= 15 && !d.contains('/') => {
+                        ListenMode::Device(d.to_string())
+                    }
+                    _ => {
+                        return Err(format!(
+                            "line {n}: listen mode is all|loopback|none|v6any|full|device=IFACE"
+                        ));
+                    }
+                },
             };
             sc.listeners.insert(port, mode);
         }
@@ -442,6 +468,16 @@ fn parse(name: &str, text: &str) -> Result<Scenario, String> {
     }
     if sc.expects.is_empty() && sc.defaults.is_empty() && sc.findings.is_empty() {
         return Err("no [expect] lines".into());
+    }
+    for (p, m) in &sc.listeners {
+        if let ListenMode::Device(d) = m
+            && *d != sc.iface
+            && !sc.dummies.contains(d)
+        {
+            return Err(format!(
+                "listeners: {p}:device={d} names no interface of the origin (iface or dummy)"
+            ));
+        }
     }
     if let Some(c) = &sc.container
         && (c.iface == sc.iface || sc.dummies.contains(&c.iface))
