@@ -1000,10 +1000,13 @@ impl<'a> Evaluator<'a> {
             }
             Match::NfProto { family, negate } => b(*family == p.family, *negate),
             Match::Icmp { negate, .. } if matches!(s.l4, L4::Tcp(_)) => b(false, *negate),
-            Match::Icmp { desc, .. } => Tri::Depends(
-                CondKind::Undecidable,
-                format!("the ICMP error of the refusal matches {desc}"),
-            ),
+            Match::Icmp { desc, negate } => match icmp_type_matches(desc, p.family, s) {
+                Some(v) => b(v, *negate),
+                None => Tri::Depends(
+                    CondKind::Undecidable,
+                    format!("the ICMP error of the refusal matches {desc}"),
+                ),
+            },
             Match::Rate(r) => Tri::Depends(CondKind::Rate, format!("{} {}", r.kind, r.desc)),
             Match::Always { .. } => Tri::Yes,
             Match::Never { .. } => Tri::No,
@@ -1348,6 +1351,90 @@ fn negated(m: &Match) -> bool {
         // `limit rate over` is encoded in RateLimit::over, not as a negation.
         Match::Rate(_) | Match::Always { .. } | Match::Never { .. } => false,
     }
+}
+
+/// Whether an ICMP type match (`--icmp-type T[/C]`, `icmp type T`) holds for the refusal's
+/// destination-unreachable error (type 3 for ICMP, 1 for ICMPv6; the code from the REJECT
+/// kind). `None` when the match's text cannot be read exactly.
+fn icmp_type_matches(desc: &str, family: Family, s: &St) -> Option<bool> {
+    let tok = desc.split_whitespace().last()?.trim_start_matches('!');
+    let (ty, code) = match tok.split_once('/') {
+        Some((t, c)) => (t, Some(c.parse::<u8>().ok()?)),
+        None => (tok, None),
+    };
+    let unreach = if family == Family::V4 { 3 } else { 1 };
+    let (t, c): (u8, Option<u8>) = if let Ok(n) = ty.parse::<u8>() {
+        (n, code)
+    } else {
+        match (family, ty) {
+            (_, "any") => return Some(true),
+            (_, "destination-unreachable") => (unreach, code),
+            (Family::V4, "echo-reply") => (0, None),
+            (Family::V4, "echo-request") => (8, None),
+            (Family::V4, "time-exceeded") => (11, None),
+            (Family::V4, "source-quench") => (4, None),
+            (Family::V4, "redirect") => (5, None),
+            (Family::V4, "parameter-problem") => (12, None),
+            (Family::V4, "network-unreachable" | "net-unreachable") => (3, Some(0)),
+            (Family::V4, "host-unreachable") => (3, Some(1)),
+            (Family::V4, "protocol-unreachable" | "prot-unreachable") => (3, Some(2)),
+            (Family::V4, "port-unreachable") => (3, Some(3)),
+            (Family::V4, "network-prohibited" | "net-prohibited") => (3, Some(9)),
+            (Family::V4, "host-prohibited") => (3, Some(10)),
+            (Family::V4, "communication-prohibited" | "admin-prohibited") => (3, Some(13)),
+            (Family::V6, "packet-too-big") => (2, None),
+            (Family::V6, "time-exceeded" | "ttl-exceeded") => (3, None),
+            (Family::V6, "parameter-problem") => (4, None),
+            (Family::V6, "echo-request") => (128, None),
+            (Family::V6, "echo-reply") => (129, None),
+            (Family::V6, "router-solicitation") => (133, None),
+            (Family::V6, "router-advertisement") => (134, None),
+            (Family::V6, "neighbour-solicitation" | "neighbor-solicitation" | "nd-neighbor-solicit") => (135, None),
+            (Family::V6, "neighbour-advertisement" | "neighbor-advertisement" | "nd-neighbor-advert") => (136, None),
+            (Family::V6, "no-route") => (1, Some(0)),
+            (Family::V6, "communication-prohibited" | "admin-prohibited") => (1, Some(1)),
+            (Family::V6, "address-unreachable") => (1, Some(3)),
+            (Family::V6, "port-unreachable") => (1, Some(4)),
+            _ => return None,
+        }
+    };
+    if t != unreach {
+        return Some(false);
+    }
+    match c {
+        None => Some(true),
+        Some(c) => refusal_icmp_code(s, family).map(|mine| mine == c),
+    }
+}
+
+/// The ICMP code of the refusal's error, from the REJECT kind's name.
+fn refusal_icmp_code(s: &St, family: Family) -> Option<u8> {
+    let (_, rule) = s.reply.as_ref()?.refusal.as_ref()?;
+    let t = rule.text.to_ascii_lowercase();
+    let v4 = [
+        ("net-unreach", 0),
+        ("host-unreach", 1),
+        ("proto-unreach", 2),
+        ("port-unreach", 3),
+        ("net-prohib", 9),
+        ("host-prohib", 10),
+        ("admin-prohib", 13),
+    ];
+    let v6 = [
+        ("no-route", 0),
+        ("noroute", 0),
+        ("adm-prohib", 1),
+        ("admin-prohib", 1),
+        ("addr-unreach", 3),
+        ("port-unreach", 4),
+    ];
+    let table: &[(&str, u8)] = if family == Family::V4 { &v4 } else { &v6 };
+    if !t.contains("reject") {
+        return None;
+    }
+    let hit = table.iter().find(|(k, _)| t.contains(k)).map(|(_, c)| *c);
+    // A REJECT without `--reject-with` / `with`: port-unreachable (iptables-extensions(8), nft(8)).
+    hit.or(if t.contains("with") { None } else { Some(if family == Family::V4 { 3 } else { 4 }) })
 }
 
 /// Protocol number of the current packet.
