@@ -98,7 +98,14 @@ fn check_json_follows_the_contract() {
     assert_eq!(
         keys(&deny["rule"]),
         [
-            "backend", "chain", "family", "handle", "position", "table", "text"
+            "backend",
+            "chain",
+            "direction",
+            "family",
+            "handle",
+            "position",
+            "table",
+            "text"
         ]
     );
     assert_eq!(deny["rule"]["backend"], "iptables-nft");
@@ -106,6 +113,7 @@ fn check_json_follows_the_contract() {
     assert_eq!(deny["rule"]["table"], "filter");
     assert_eq!(deny["rule"]["chain"], "ufw-user-input");
     assert_eq!(deny["rule"]["position"], 5);
+    assert_eq!(deny["rule"]["direction"], "in");
     let f = &v["findings"][0];
     assert_eq!(
         keys(f),

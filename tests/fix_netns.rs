@@ -42,6 +42,8 @@ mod roles;
 #[allow(dead_code)]
 #[path = "kernel/scenario.rs"]
 mod scenario;
+#[path = "kernel/volatile.rs"]
+mod volatile;
 
 use kernel::{Outcome, Probe};
 use scenario::{Scenario, Verdict};
@@ -408,7 +410,7 @@ fn dumps(lab: &netns::Lab) -> String {
     for (prog, out) in texts {
         s.push_str(&format!("=== {prog}\n"));
         let out = if prog == "nft" {
-            without_dynamic_elements(&out)
+            volatile::without_dynamic_elements(&out)
         } else {
             out
         };
@@ -429,100 +431,11 @@ fn dumps(lab: &netns::Lab) -> String {
             if l.trim_start().starts_with('#') || l.trim().is_empty() {
                 continue;
             }
-            s.push_str(&zero_counters(l));
+            s.push_str(&volatile::normalise_line(l));
             s.push('\n');
         }
     }
     s
-}
-
-fn zero_counters(l: &str) -> String {
-    // iptables-save chain lines `:INPUT ACCEPT [12:720]`, nft `counter packets 3 bytes 180`.
-    let mut out = String::new();
-    let mut rest = l;
-    while let Some(i) = rest.find('[') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i..];
-        match after.find(']') {
-            Some(j)
-                if after[1..j]
-                    .split(':')
-                    .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit())) =>
-            {
-                out.push_str("[0:0]");
-                rest = &after[j + 1..];
-            }
-            _ => {
-                out.push('[');
-                rest = &after[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    let words: Vec<&str> = out.split(' ').collect();
-    let mut w2 = Vec::with_capacity(words.len());
-    let mut i = 0;
-    while i < words.len() {
-        if (words[i] == "packets" || words[i] == "bytes") && i + 1 < words.len() {
-            w2.push(words[i].to_string());
-            w2.push("N".into());
-            i += 2;
-            continue;
-        }
-        // nft set elements with a timeout: `1.2.3.4 timeout 4h expires 3h59m57s,` — the
-        // countdown changes every second; the element and its timeout stay compared.
-        if words[i] == "expires" && i + 1 < words.len() {
-            let tail: String = words[i + 1]
-                .chars()
-                .skip_while(|c| c.is_ascii_alphanumeric())
-                .collect();
-            match w2.last_mut() {
-                Some(prev) => prev.push_str(&tail),
-                None => w2.push(tail),
-            }
-            i += 2;
-            continue;
-        }
-        w2.push(words[i].to_string());
-        i += 1;
-    }
-    w2.join(" ")
-}
-
-/// `nft list ruleset` without the elements of `flags dynamic` sets: the kernel adds those for
-/// each packet a rule like `add @flood { ip saddr limit rate over 2/minute }` sees (the probes'
-/// sources), so they are traffic state, like counters — not rules anyone wrote. Elements of
-/// other sets (ban lists, origin-audit's own) stay compared.
-fn without_dynamic_elements(text: &str) -> String {
-    let mut out = String::new();
-    let mut in_set = false;
-    let mut dynamic = false;
-    let mut in_elements = false;
-    for l in text.lines() {
-        let t = l.trim();
-        if in_elements {
-            if t.ends_with('}') {
-                in_elements = false;
-            }
-            continue;
-        }
-        if t.starts_with("set ") && t.ends_with('{') {
-            in_set = true;
-            dynamic = false;
-        } else if in_set && t == "}" {
-            in_set = false;
-        } else if in_set && t.starts_with("flags ") {
-            dynamic = t["flags ".len()..]
-                .split(',')
-                .any(|f| f.trim() == "dynamic");
-        } else if in_set && dynamic && t.starts_with("elements = {") {
-            in_elements = !t.ends_with('}');
-            continue;
-        }
-        out.push_str(l);
-        out.push('\n');
-    }
-    out
 }
 
 /// The dumps with origin-audit's own additions taken out: rules with its comment, the
@@ -874,9 +787,37 @@ fn apply_case(n: usize, path: &Path, exe: &str, state: &Path) -> Result<String, 
         })
         .collect();
     let cf_blocked = !blocked.is_empty();
+    let outside = non_firewall_culprits(&lab).map_err(|e| vec![e])?;
     let d0 = dumps(&lab);
     let out = fix(&lab, state, &["--apply"], None).map_err(|e| vec![e])?;
     let d1 = dumps(&lab);
+    if cf_blocked && !outside.is_empty() {
+        // A route, tc filter, XDP program, socket or sysctl decides: `fix` never applies
+        // those; it must refuse, change nothing, and print the exact command for each.
+        let mut fails = vec![];
+        if out.code == Some(0) || d1 != d0 {
+            fails.push(format!(
+                "a culprit outside the firewall ({}) but fix --apply exited {:?} with the ruleset {}",
+                outside.join(", "),
+                out.code,
+                if d1 == d0 { "unchanged" } else { "CHANGED" }
+            ));
+        }
+        if !out.stdout.contains("changes only firewall rules") {
+            fails.push(format!(
+                "no suggested command for the culprits outside the firewall:\n{}",
+                out.stdout
+            ));
+        }
+        return if fails.is_empty() {
+            Ok(format!(
+                " (culprit outside the firewall: {}; not applied, command suggested)",
+                outside.join(", ")
+            ))
+        } else {
+            Err(fails)
+        };
+    }
     if !cf_blocked {
         // Nothing blocks Cloudflare in the kernel: fix must not change anything.
         if d1 != d0 {
@@ -943,6 +884,32 @@ fn apply_case(n: usize, path: &Path, exe: &str, state: &Path) -> Result<String, 
     } else {
         Err(fails)
     }
+}
+
+/// The backends of the deciding rules of the rows origin-audit does not accept, when they are
+/// not firewall rules (route, tc, xdp, socket, kernel), from `check --format json`; rows only
+/// the socket layer refuses (nothing listens) do not count.
+fn non_firewall_culprits(lab: &netns::Lab) -> Result<Vec<String>, String> {
+    let mut c = lab.in_origin(BIN);
+    c.args(["check", "--offline", "--format", "json", "--ports"])
+        .arg(ports_arg(lab));
+    let out = netns::run(&mut c, None, Duration::from_secs(120))?;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)
+        .map_err(|e| format!("check --format json: {e}: {}", out.stderr.trim()))?;
+    let mut found: Vec<String> = v["reachability"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["verdict"] != "accept")
+        // A SYN no socket takes (nothing listens) is past the firewall: not the fix's.
+        .filter(|r| !(r["verdict"] == "reject" && r["rule"]["backend"] == "socket"))
+        .filter_map(|r| r["rule"]["backend"].as_str())
+        .filter(|b| !matches!(*b, "nft" | "iptables-nft" | "iptables-legacy"))
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    Ok(found)
 }
 
 fn remove_banned_case(

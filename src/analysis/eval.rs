@@ -494,7 +494,7 @@ impl<'a> Evaluator<'a> {
                 let mut st = st;
                 st.hook = hook;
                 if device_unknown {
-                    let mut r = policy_ref(b);
+                    let mut r = as_seen(&st, policy_ref(b));
                     let h = format!("{hook:?}").to_lowercase();
                     r.text = format!("netdev {h} chain {} (device not known)", b.chain.name);
                     let cond = |holds| Cond {
@@ -540,7 +540,7 @@ impl<'a> Evaluator<'a> {
                     match flow {
                         Flow::Accept | Flow::Nat => next.push(s),
                         Flow::End => {
-                            let pol = policy_ref(b);
+                            let pol = as_seen(&s, policy_ref(b));
                             match b.policy {
                                 Policy::Accept => next.push(s),
                                 Policy::Drop => {
@@ -590,7 +590,7 @@ impl<'a> Evaluator<'a> {
         let mut pending: Vec<(St, usize)> = vec![(st, 0)];
         while let Some((st, i)) = pending.pop() {
             if out.len() + pending.len() > MAX_BRANCHES {
-                let r = chain.rules.get(i).map(|r| r.source.clone());
+                let r = chain.rules.get(i).map(|r| as_seen(&st, r.source.clone()));
                 if let Some(r) = r {
                     out.push((st, Flow::Undecided("too many branches".into(), r)));
                 }
@@ -605,7 +605,7 @@ impl<'a> Evaluator<'a> {
                     pending.push((s, i + 1));
                     continue;
                 }
-                s.path.push(Step::Rule(rule.source.clone()));
+                s.path.push(Step::Rule(as_seen(&s, rule.source.clone())));
                 apply_effects(&mut s, &rule.effects);
                 let verdict = match &rule.verdict {
                     Verdict::Map(vm) => {
@@ -652,7 +652,8 @@ impl<'a> Evaluator<'a> {
         pending: &mut Vec<(St, usize)>,
         out: &mut Vec<(St, Flow)>,
     ) {
-        let r = || rule.source.clone();
+        let seen = as_seen(&s, rule.source.clone());
+        let r = || seen.clone();
         match verdict {
             None | Some(Verdict::Continue) => pending.push((s, i + 1)),
             Some(Verdict::Accept) => out.push((s, Flow::Accept)),
@@ -749,7 +750,7 @@ impl<'a> Evaluator<'a> {
                                 desc: desc.clone(),
                                 holds,
                                 first: !matches!(m, Match::Rate(r) if r.over),
-                                rule: rule.source.clone(),
+                                rule: as_seen(&s, rule.source.clone()),
                             });
                             if holds != neg {
                                 next.push(b);
@@ -1533,6 +1534,15 @@ fn apply_effects(s: &mut St, effects: &[Effect]) {
             Effect::Other { .. } => {}
         }
     }
+}
+
+/// A netfilter rule as it decided this state's packet: on the answer's way out it is a
+/// reply-direction rule (the JSON `direction`, the `(reply)` label, the fix's `--sport` form).
+fn as_seen(s: &St, mut r: RuleRef) -> RuleRef {
+    if s.reply.is_some() {
+        r.direction = crate::firewall::Direction::Reply;
+    }
+    r
 }
 
 fn policy_ref(b: &Base<'_>) -> RuleRef {

@@ -80,6 +80,24 @@ pub struct ReachRow {
     pub conditions: Vec<String>,
 }
 
+impl ReachRow {
+    /// The SYN got through every firewall and route but no socket takes it (nothing listens
+    /// on that address and port for that device): a listener problem, which the listener
+    /// findings explain and no firewall change can fix.
+    pub fn socket_refused(&self) -> bool {
+        self.verdict == VerdictKind::Reject
+            && self
+                .rule
+                .as_ref()
+                .is_some_and(|x| x.backend == Backend::Socket)
+    }
+    /// Nothing on the firewall's side is left to change for this row: accepted, or refused
+    /// only by the socket layer.
+    pub fn past_the_firewall(&self) -> bool {
+        self.verdict == VerdictKind::Accept || self.socket_refused()
+    }
+}
+
 /// Where the audited packets arrive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
@@ -921,6 +939,10 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
             ),
             _ => "add a route back to the provider's ranges through the public interface (e.g. a default route)".to_string(),
         },
+        Backend::Socket if r.text.contains("accept queue") => format!(
+            "the server is not accepting connections fast enough: check it is alive (`ss -ltn sport = :{p}`: Recv-Q ≥ Send-Q means full), then raise its backlog (nginx `listen {p} backlog=4096;`) and `sysctl -w net.core.somaxconn=4096` (persist it in /etc/sysctl.d/)",
+            p = ports.first().copied().unwrap_or(443)
+        ),
         Backend::Socket => format!(
             "make the web server listen on 0.0.0.0:{p} and [::]:{p} without binding it to another device (e.g. nginx `listen {p};` and `listen [::]:{p};`), or accept connections faster",
             p = ports.first().copied().unwrap_or(443)
@@ -1037,15 +1059,7 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
     type Group = (Option<RuleRef>, Option<u16>, BTreeMap<u16, Vec<String>>);
     let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
     // A SYN no socket takes is the listener findings' to explain (one alarm per cause).
-    let socket_refusal = |r: &ReachRow| {
-        r.verdict == VerdictKind::Reject
-            && r.rule
-                .as_ref()
-                .is_some_and(|x| x.backend == Backend::Socket)
-    };
-    for r in rows
-        .iter()
-        .filter(|r| r.verdict != VerdictKind::Accept && !socket_refusal(r))
+    for r in rows.iter().filter(|r| !r.past_the_firewall())
     {
         let key = (
             r.verdict,
@@ -1413,6 +1427,9 @@ pub struct Explanation {
     pub outcomes: Vec<String>,
     /// Where the packet lands and whether something listens there.
     pub lands: Option<String>,
+    /// The host's answer on the decisive path (SYN-ACK, RST or ICMP error): how it leaves,
+    /// or why it cannot; empty when no answer is sent (the SYN was dropped on its way in).
+    pub answer: Vec<String>,
     pub in_provider_range: bool,
     pub target: Target,
 }
@@ -1445,6 +1462,7 @@ pub fn explain(
     let mut path = Vec::new();
     let mut chains = Vec::new();
     let mut trace = Vec::new();
+    let mut answer = Vec::new();
     if let Some(o) = main {
         for s in &o.path {
             match s {
@@ -1463,7 +1481,10 @@ pub fn explain(
                     trace.push(format!("chain {c}"));
                     chains.push(c);
                 }
-                Step::Reply(what) => trace.push(format!("answer: {what}")),
+                Step::Reply(what) => {
+                    trace.push(format!("answer: {what}"));
+                    answer.push(what.clone());
+                }
                 Step::Rule(r) | Step::Policy(r) => {
                     let pos = if r.position == 0 {
                         "policy".to_string()
@@ -1536,9 +1557,13 @@ pub fn explain(
         match &snap.listeners {
             None => format!("{a}:{p} (listeners unknown)"),
             Some(ls) => {
-                let dest = addr.or(t.dest(fam));
+                let Some(dest) = addr.or(t.dest(fam)) else {
+                    return format!(
+                        "{a}:{p} (this host's {fam} address is unknown: listeners not matched)"
+                    );
+                };
                 let iif = t.ifaces.first().map(String::as_str);
-                match dest.and_then(|d| listener_for(ls, d, p, snap.bindv6only, iif)) {
+                match listener_for(ls, dest, p, snap.bindv6only, iif) {
                     Some(l) => format!("{a}:{p}, listening: {}{}", l.address, proc_label(l)),
                     None => {
                         let others: Vec<String> = ls
@@ -1573,6 +1598,7 @@ pub fn explain(
             conditions: c.conditions,
             outcomes: outcome_lines,
             lands,
+            answer,
             in_provider_range: in_range,
             target: t,
         },

@@ -10,7 +10,7 @@
 use super::apply::{self, Config, DEFAULT_STATE_DIR};
 use super::emit::{self, Form};
 use super::{Plan, compare_controls, plan_ruleset};
-use crate::analysis::{self, Options, VerdictKind};
+use crate::analysis::{self, Options};
 use crate::cli::{EmitForm, FixArgs, Format};
 use crate::collect;
 use crate::findings::{Finding, Severity};
@@ -185,7 +185,7 @@ pub fn run(args: FixArgs) -> anyhow::Result<u8> {
         let bad: Vec<String> = report
             .reachability
             .iter()
-            .filter(|r| r.verdict != VerdictKind::Accept)
+            .filter(|r| !r.past_the_firewall())
             .map(|r| format!("{} port {} {:?}", r.source, r.port, r.verdict))
             .collect();
         if !bad.is_empty() {

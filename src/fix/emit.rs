@@ -13,8 +13,8 @@
 //! firewall-cmd(1) (`--new-ipset`, rich rules with `source ipset=`).
 
 use super::{Addition, Anchor, COMMENT, Manager, Plan, ProviderSet, SetHome};
-use crate::analysis::{ReachRow, VerdictKind, rule_label};
-use crate::firewall::{Backend, Family, TableFamily};
+use crate::analysis::{ReachRow, rule_label};
+use crate::firewall::{Backend, Direction, Family, TableFamily};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -47,14 +47,18 @@ pub fn rule_text(a: &Addition) -> String {
 
 /// nft rule body (after `… chain`).
 pub fn nft_rule(a: &Addition) -> String {
+    let (addr, port) = match a.direction {
+        Direction::In => ("saddr", "dport"),
+        Direction::Reply => ("daddr", "sport"),
+    };
     let sel = match a.family {
-        Family::V4 => "ip saddr",
-        Family::V6 => "ip6 saddr",
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
     };
     // nft(8) CONNTRACK EXPRESSIONS: `ct status dnat` — the connection's destination was
     // translated (DNAT, REDIRECT).
     format!(
-        "{sel} @{} tcp dport {}{} accept comment \"{COMMENT}\"",
+        "{sel} {addr} @{} tcp {port} {}{} accept comment \"{COMMENT}\"",
         a.set,
         ports_nft(&a.ports),
         if a.dnat { " ct status dnat" } else { "" }
@@ -63,10 +67,14 @@ pub fn nft_rule(a: &Addition) -> String {
 
 /// iptables rule spec (after `-I CHAIN N` / `-A CHAIN`).
 pub fn ipt_spec(a: &Addition) -> String {
+    let (side, port) = match a.direction {
+        Direction::In => ("src", "dport"),
+        Direction::Reply => ("dst", "sport"),
+    };
     let dport = match a.ports.as_slice() {
-        [one] => format!("-m tcp --dport {one}"),
+        [one] => format!("-m tcp --{port} {one}"),
         p => format!(
-            "-m multiport --dports {}",
+            "-m multiport --{port}s {}",
             p.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
         ),
     };
@@ -74,7 +82,7 @@ pub fn ipt_spec(a: &Addition) -> String {
     // original destination differs from the reply source" (DNAT, REDIRECT). (`--ctstatus`
     // knows no DNAT.)
     format!(
-        "-p tcp -m set --match-set {} src {dport}{} -m comment --comment {COMMENT} -j ACCEPT",
+        "-p tcp -m set --match-set {} {side} {dport}{} -m comment --comment {COMMENT} -j ACCEPT",
         a.set,
         if a.dnat {
             " -m conntrack --ctstate DNAT"
@@ -309,22 +317,40 @@ pub fn ufw_commands(plan: &Plan) -> String {
     );
     s.push_str(&translated_note(plan));
     for ps in dedup_families(plan) {
+        // `insert 1` is refused for IPv6 when rule 1 is IPv4 (ufw numbers both lists
+        // together); `prepend` puts each family's rule at the top of its own list.
+        let verb = match ps.0 {
+            Family::V4 => "insert 1",
+            Family::V6 => "prepend",
+        };
         for e in &ps.1 {
-            for p in &plan.ports_needed(ps.0) {
-                // `insert 1` is refused for IPv6 when rule 1 is IPv4 (ufw numbers both lists
-                // together); `prepend` puts each family's rule at the top of its own list.
-                let verb = match ps.0 {
-                    Family::V4 => "insert 1",
-                    Family::V6 => "prepend",
-                };
+            for p in &plan.ports_needed_dir(ps.0, Direction::In) {
                 let _ = writeln!(
                     s,
                     "ufw {verb} allow proto tcp from {e} to any port {p} comment '{COMMENT}'"
                 );
             }
+            // The answer leaves from the web port toward the provider (ufw-user-output).
+            for p in &plan.ports_needed_dir(ps.0, Direction::Reply) {
+                let _ = writeln!(
+                    s,
+                    "ufw {verb} allow out proto tcp from any port {p} to {e} comment '{COMMENT}'"
+                );
+            }
         }
     }
     s
+}
+
+/// firewalld's zones filter what arrives, not what this host sends: an accept for the answers
+/// (SYN-ACK, RST) cannot be written as a zone rich rule.
+fn firewalld_reply_note(plan: &Plan) -> String {
+    if !plan.additions.iter().any(|a| a.direction == Direction::Reply) {
+        return String::new();
+    }
+    "# Note: this host's answers to the provider are dropped on their way out (OUTPUT/postrouting),
+# which firewalld's zones do not filter: the change for them is in the nft/iptables form below.
+".into()
 }
 
 /// The firewalld form: a permanent ipset per family and rich rules in the default zone.
@@ -333,6 +359,7 @@ pub fn firewalld_commands(plan: &Plan) -> String {
         "# origin-audit fix (firewalld form). ipsets can only be created permanently, so this\n# writes the permanent configuration and reloads (the runtime follows).\n",
     );
     s.push_str(&translated_note(plan));
+    s.push_str(&firewalld_reply_note(plan));
     for (f, elems) in dedup_families(plan) {
         let (name, fam, rich) = match f {
             Family::V4 => ("cloudflare_v4", "inet", "ipv4"),
@@ -345,7 +372,7 @@ pub fn firewalld_commands(plan: &Plan) -> String {
         for e in &elems {
             let _ = writeln!(s, "firewall-cmd --permanent --ipset={name} --add-entry={e}");
         }
-        for p in plan.ports_needed(f) {
+        for p in plan.ports_needed_dir(f, Direction::In) {
             let _ = writeln!(
                 s,
                 "firewall-cmd --permanent --add-rich-rule='rule family=\"{rich}\" source ipset=\"{name}\" port port=\"{p}\" protocol=\"tcp\" accept'"
@@ -392,12 +419,12 @@ fn dedup_families(plan: &Plan) -> Vec<(Family, Vec<String>)> {
 }
 
 impl Plan {
-    /// Ports the additions of one family open.
-    pub fn ports_needed(&self, f: Family) -> Vec<u16> {
+    /// Ports the additions of one family and direction open.
+    pub fn ports_needed_dir(&self, f: Family, d: Direction) -> Vec<u16> {
         let mut p: Vec<u16> = self
             .additions
             .iter()
-            .filter(|a| a.family == f)
+            .filter(|a| a.family == f && a.direction == d)
             .flat_map(|a| a.ports.iter().copied())
             .collect();
         p.sort_unstable();
@@ -533,7 +560,7 @@ fn rows_table(rows: &[ReachRow], only_bad: bool) -> String {
     let mut s = String::new();
     for r in rows
         .iter()
-        .filter(|r| !only_bad || r.verdict != VerdictKind::Accept)
+        .filter(|r| !only_bad || !r.past_the_firewall())
     {
         let _ = writeln!(
             s,
@@ -550,24 +577,56 @@ fn rows_table(rows: &[ReachRow], only_bad: bool) -> String {
     s
 }
 
+/// Rows past the firewall that no socket takes: a listener problem, named so nobody mistakes
+/// the firewall's all clear for the site's.
+fn socket_note(rows: &[ReachRow]) -> String {
+    let mut ports: Vec<u16> = rows
+        .iter()
+        .filter(|r| r.socket_refused())
+        .map(|r| r.port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Note: on port {} nothing listens for some of them (the kernel answers RST: Cloudflare 521) — a listener problem `origin-audit check` reports; no firewall change fixes it.\n",
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// The human report of a plan: what blocks, what will be added where, the proof, the form.
 pub fn human(plan: &Plan, v4: &[String], v6: &[String]) -> String {
     let mut s = String::new();
     let bad_before = plan
         .before
         .iter()
-        .filter(|r| r.verdict != VerdictKind::Accept)
+        .filter(|r| !r.past_the_firewall())
         .count();
     if plan.is_noop() && plan.problems.is_empty() {
-        let _ = writeln!(
-            s,
-            "Nothing to fix: every Cloudflare range is accepted on every audited port ({}).",
-            plan.ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let ports = plan
+            .ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if plan.after.iter().any(ReachRow::socket_refused) {
+            let _ = writeln!(
+                s,
+                "Nothing to fix in the firewall: every Cloudflare range gets through it on every audited port ({ports})."
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "Nothing to fix: every Cloudflare range is accepted on every audited port ({ports})."
+            );
+        }
+        s.push_str(&socket_note(&plan.after));
         if !plan.bans.is_empty() {
             s.push('\n');
             s.push_str(&ban_advice(plan, v4, v6));
@@ -658,7 +717,12 @@ pub fn human(plan: &Plan, v4: &[String], v6: &[String]) -> String {
         let _ = writeln!(s, "\nNo fix is offered: the proof does not hold.");
         return s;
     }
-    let _ = writeln!(s, "\nAfter: every Cloudflare row accept.");
+    if plan.after.iter().any(ReachRow::socket_refused) {
+        let _ = writeln!(s, "\nAfter: every Cloudflare row gets through the firewall.");
+        s.push_str(&socket_note(&plan.after));
+    } else {
+        let _ = writeln!(s, "\nAfter: every Cloudflare row accept.");
+    }
     if !plan.bans.is_empty() {
         s.push('\n');
         s.push_str(&ban_advice(plan, v4, v6));

@@ -25,7 +25,8 @@ use crate::analysis::{
 };
 use crate::firewall::addr::{AddrRange, addr_to_int, family_max};
 use crate::firewall::{
-    AddrSet, Backend, CtStates, Dir, Family, Field, KeyValue, Match, Rule, RuleRef, Ruleset,
+    AddrSet, Backend, CtStates, Dir, Direction, Family, Field, KeyValue, Match, Rule, RuleRef,
+    Ruleset,
     SetDef, SetElem, SetKind, SetRef, TableFamily, Verdict,
 };
 use crate::snapshot::Snapshot;
@@ -89,6 +90,11 @@ pub struct Addition {
     pub sources: Vec<String>,
     /// The round of the planner that added it (1-based).
     pub round: usize,
+    /// Which packet it lets through: the provider's SYN (`in`: source set, destination ports)
+    /// or this host's answer to it (`reply`, in an output/postrouting chain: destination set,
+    /// source ports — the SYN-ACK leaves from the web port toward the provider).
+    #[serde(default)]
+    pub direction: Direction,
 }
 
 /// Where a provider set lives.
@@ -337,13 +343,17 @@ fn model_rule(a: &Addition, position: usize) -> Rule {
         protos: vec![6],
         negate: false,
     });
+    let (field, port_dir) = match a.direction {
+        Direction::In => (Field::SrcAddr, Dir::Dst),
+        Direction::Reply => (Field::DstAddr, Dir::Src),
+    };
     matches.push(Match::Set {
         set,
-        fields: vec![Field::SrcAddr],
+        fields: vec![field],
         negate: false,
     });
     matches.push(Match::Port {
-        dir: Dir::Dst,
+        dir: port_dir,
         ranges: a.ports.iter().map(|p| (*p, *p)).collect(),
         negate: false,
     });
@@ -365,7 +375,7 @@ fn model_rule(a: &Addition, position: usize) -> Rule {
         effects: Vec::new(),
         verdict: Verdict::Accept,
         source: RuleRef {
-            direction: Default::default(),
+            direction: a.direction,
             backend: a.backend,
             family: a.table_family,
             table: a.table.clone(),
@@ -669,16 +679,8 @@ fn ports_at_culprit(
 ) -> BTreeSet<u16> {
     let mut out = BTreeSet::new();
     for b in cuts.split(&[range]) {
-        let pkt = Packet {
-            family: b.family,
-            src: b.start,
-            dst: t.dest(b.family).map(|a| addr_to_int(a).1),
-            dport: port,
-            iif: t.ifaces.first().cloned(),
-            established: false,
-        };
         let mut found = false;
-        for o in ev.evaluate(&pkt) {
+        for o in ev.evaluate(&block_packet(t, b.family, b.start, port)) {
             let mut dport = port;
             for step in &o.path {
                 let r = match step {
@@ -703,6 +705,52 @@ fn ports_at_culprit(
         }
     }
     out
+}
+
+/// A new connection's SYN from `src` to `port`.
+fn block_packet(t: &Target, family: Family, src: u128, port: u16) -> Packet {
+    Packet {
+        family,
+        src,
+        dst: t.dest(family).map(|a| addr_to_int(a).1),
+        dport: port,
+        iif: t.ifaces.first().cloned(),
+        established: false,
+    }
+}
+
+/// When a reply-path rule decides because it drops the RST / ICMP error of a REJECT met on
+/// the way in, the REJECT is what keeps Cloudflare out: letting the refusal out only turns 522
+/// into 521. Returns that REJECT (the last rule the SYN matched before its answer), if so.
+fn refusal_behind(
+    ev: &Evaluator,
+    rs: &Ruleset,
+    t: &Target,
+    cuts: &Cuts,
+    range: AddrRange,
+    port: u16,
+    culprit: &RuleRef,
+) -> Option<RuleRef> {
+    let b = cuts.split(&[range]).into_iter().next()?;
+    for o in ev.evaluate(&block_packet(t, b.family, b.start, port)) {
+        if !o.decided_by.as_ref().is_some_and(|d| same_rule(d, culprit)) {
+            continue;
+        }
+        let mut last_in = None;
+        for step in &o.path {
+            match step {
+                Step::Reply(_) => break,
+                Step::Rule(r) | Step::Policy(r) => last_in = Some(r),
+                Step::Chain { .. } => {}
+            }
+        }
+        if let Some(r) = last_in
+            && matches!(verdict_of(rs, r), Some(Verdict::Reject { .. }))
+        {
+            return Some(r.clone());
+        }
+    }
+    None
 }
 
 /// Plans the fix for a snapshot. Pure.
@@ -744,7 +792,7 @@ pub fn plan_ruleset(
     for r in report
         .reachability
         .iter()
-        .filter(|r| r.verdict != VerdictKind::Accept)
+        .filter(|r| !r.past_the_firewall())
     {
         if let Some(rule) = &r.rule
             && !bans.iter().any(|b| &b.culprit == rule)
@@ -762,7 +810,7 @@ pub fn plan_ruleset(
         let bad: Vec<&ReachRow> = report
             .reachability
             .iter()
-            .filter(|r| r.verdict != VerdictKind::Accept)
+            .filter(|r| !r.past_the_firewall())
             .collect();
         if bad.is_empty() {
             break;
@@ -782,9 +830,18 @@ pub fn plan_ruleset(
                 continue;
             };
             let f = family_of_source(&r.source);
-            let at = match AddrRange::parse(&r.source) {
-                Ok(range) => ports_at_culprit(&ev, &rs, &target, &cuts, range, r.port, rule),
-                Err(_) => BTreeSet::from([r.port]),
+            let range = AddrRange::parse(&r.source).ok();
+            let rule = match range {
+                Some(range) if rule.direction == Direction::Reply => {
+                    refusal_behind(&ev, &rs, &target, &cuts, range, r.port, rule)
+                        .unwrap_or_else(|| rule.clone())
+                }
+                _ => rule.clone(),
+            };
+            let rule = &rule;
+            let at = match range {
+                Some(range) => ports_at_culprit(&ev, &rs, &target, &cuts, range, r.port, rule),
+                None => BTreeSet::from([r.port]),
             };
             for p in at {
                 let e = by_culprit
@@ -846,6 +903,21 @@ pub fn plan_ruleset(
                     ));
                     continue;
                 }
+                if !matches!(
+                    culprit.backend,
+                    Backend::Nft | Backend::IptablesNft | Backend::IptablesLegacy
+                ) {
+                    problems.push(format!(
+                        "{} is not a firewall rule and `fix` changes only firewall rules; {}",
+                        analysis::rule_label(&culprit),
+                        analysis::fix_hint(
+                            &culprit,
+                            &sources,
+                            &ports.iter().copied().collect::<Vec<_>>()
+                        )
+                    ));
+                    continue;
+                }
                 if !table_sees(culprit.backend, culprit.family, f) {
                     problems.push(format!(
                         "{} decides {f} traffic but an accept for {f} cannot be written there",
@@ -888,6 +960,7 @@ pub fn plan_ruleset(
                     set: name,
                     ports: ports.into_iter().collect(),
                     dnat,
+                    direction: culprit.direction,
                     culprit: culprit.clone(),
                     sources,
                     round: rounds,
@@ -915,7 +988,7 @@ pub fn plan_ruleset(
     let remaining: Vec<ReachRow> = report
         .reachability
         .iter()
-        .filter(|r| r.verdict != VerdictKind::Accept)
+        .filter(|r| !r.past_the_firewall())
         .cloned()
         .collect();
     if !remaining.is_empty() && problems.is_empty() {

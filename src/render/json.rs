@@ -29,16 +29,29 @@
 //!               "families": ["ipv4","ipv6"], "notes": [..] },
 //!   "ports": [u16…], "rule_count": n
 //! }
-//! RULE = { "backend": "nft|iptables-nft|iptables-legacy", "family": "ip|ip6|inet|netdev",
+//! RULE = { "backend": "nft|iptables-nft|iptables-legacy|route|tc|xdp|socket|kernel",
+//!          "family": "ip|ip6|inet|netdev|arp|bridge",
 //!          "table": string, "chain": string, "position": n (1-based; 0 = chain policy),
-//!          "handle": n|null (nft), "text": the rule as written }
+//!          "handle": n|null (nft), "text": the rule as written,
+//!          "direction": "in" | "reply" }
+//! // backend: the netfilter backends name a firewall rule; "route" a route (table = the
+//! // routing table, chain = "route") or an `ip rule` (table = "rules", chain = "rule"), text = as `ip` prints
+//! // it; "tc" a tc filter (table = device, chain = ingress|egress, position = pref); "xdp" an
+//! // XDP program (table = device, chain = "xdp"); "socket" the listening socket layer
+//! // (table = "tcp", chain = "listen"); "kernel" a sysctl-driven decision (table = "sysctl",
+//! // e.g. text = `net.ipv4.conf.IF.rp_filter = N: …`).
+//! // direction: "in" = the rule decided Cloudflare's SYN; "reply" = it decided this host's
+//! // answer (the SYN-ACK, or the RST / ICMP error of a refusal) on its way out.
 //! ```
 //! Reachability rows cover every provider range on every audited port, merged into the fewest
 //! CIDRs per (port, verdict, rule, conditions).
 //!
 //! `explain --format json`: `{ "address", "port", "verdict", "cf_error", "rule", "path": [RULE…],
 //! "established", "chains": [string…], "conditions": [..], "outcomes": [..], "lands",
-//! "in_provider_range" }` — `path` lists every rule that matched on the decisive path, in order.
+//! "answer": [string…], "in_provider_range" }` — `path` lists every rule that matched on the
+//! decisive path, in order, both ways: the SYN's rules (`direction: "in"`), then those that
+//! decided this host's answer (`"reply"`); `chains` likewise; `answer` says how the answer
+//! (SYN-ACK, RST or ICMP error) leaves, or why it cannot (empty: the SYN never got one).
 
 use crate::analysis::{Explanation, Report};
 use serde_json::{Value, json};
@@ -85,6 +98,7 @@ pub fn explanation(e: &Explanation) -> Value {
         "conditions": e.conditions,
         "outcomes": e.outcomes,
         "lands": e.lands,
+        "answer": e.answer,
         "in_provider_range": e.in_provider_range,
     })
 }
