@@ -236,9 +236,11 @@ fn bench_round_trip(c: &mut Criterion) {
     // The outbound blocklist must decide some rows on the reply path, or this measures nothing.
     let r = analysis::analyze_prepared(&out, &p, &opts);
     assert!(
-        r.reachability.iter().any(|row| row.rule.as_ref().is_some_and(|x| x.direction
-            == origin_audit::firewall::Direction::Reply
-            && x.position > 0)),
+        r.reachability
+            .iter()
+            .any(|row| row.rule.as_ref().is_some_and(|x| x.direction
+                == origin_audit::firewall::Direction::Reply
+                && x.position > 0)),
         "no reply-path culprit"
     );
     let mut g = c.benchmark_group("output-10k-rules");

@@ -1390,8 +1390,14 @@ fn icmp_type_matches(desc: &str, family: Family, s: &St) -> Option<bool> {
             (Family::V6, "echo-reply") => (129, None),
             (Family::V6, "router-solicitation") => (133, None),
             (Family::V6, "router-advertisement") => (134, None),
-            (Family::V6, "neighbour-solicitation" | "neighbor-solicitation" | "nd-neighbor-solicit") => (135, None),
-            (Family::V6, "neighbour-advertisement" | "neighbor-advertisement" | "nd-neighbor-advert") => (136, None),
+            (
+                Family::V6,
+                "neighbour-solicitation" | "neighbor-solicitation" | "nd-neighbor-solicit",
+            ) => (135, None),
+            (
+                Family::V6,
+                "neighbour-advertisement" | "neighbor-advertisement" | "nd-neighbor-advert",
+            ) => (136, None),
             (Family::V6, "no-route") => (1, Some(0)),
             (Family::V6, "communication-prohibited" | "admin-prohibited") => (1, Some(1)),
             (Family::V6, "address-unreachable") => (1, Some(3)),
@@ -1435,7 +1441,11 @@ fn refusal_icmp_code(s: &St, family: Family) -> Option<u8> {
     }
     let hit = table.iter().find(|(k, _)| t.contains(k)).map(|(_, c)| *c);
     // A REJECT without `--reject-with` / `with`: port-unreachable (iptables-extensions(8), nft(8)).
-    hit.or(if t.contains("with") { None } else { Some(if family == Family::V4 { 3 } else { 4 }) })
+    hit.or(if t.contains("with") {
+        None
+    } else {
+        Some(if family == Family::V4 { 3 } else { 4 })
+    })
 }
 
 /// Protocol number of the current packet.

@@ -1059,8 +1059,7 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
     type Group = (Option<RuleRef>, Option<u16>, BTreeMap<u16, Vec<String>>);
     let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
     // A SYN no socket takes is the listener findings' to explain (one alarm per cause).
-    for r in rows.iter().filter(|r| !r.past_the_firewall())
-    {
+    for r in rows.iter().filter(|r| !r.past_the_firewall()) {
         let key = (
             r.verdict,
             r.rule

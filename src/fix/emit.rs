@@ -345,12 +345,17 @@ pub fn ufw_commands(plan: &Plan) -> String {
 /// firewalld's zones filter what arrives, not what this host sends: an accept for the answers
 /// (SYN-ACK, RST) cannot be written as a zone rich rule.
 fn firewalld_reply_note(plan: &Plan) -> String {
-    if !plan.additions.iter().any(|a| a.direction == Direction::Reply) {
+    if !plan
+        .additions
+        .iter()
+        .any(|a| a.direction == Direction::Reply)
+    {
         return String::new();
     }
     "# Note: this host's answers to the provider are dropped on their way out (OUTPUT/postrouting),
 # which firewalld's zones do not filter: the change for them is in the nft/iptables form below.
-".into()
+"
+    .into()
 }
 
 /// The firewalld form: a permanent ipset per family and rich rules in the default zone.
@@ -558,10 +563,7 @@ pub fn ban_advice(plan: &Plan, v4: &[String], v6: &[String]) -> String {
 
 fn rows_table(rows: &[ReachRow], only_bad: bool) -> String {
     let mut s = String::new();
-    for r in rows
-        .iter()
-        .filter(|r| !only_bad || !r.past_the_firewall())
-    {
+    for r in rows.iter().filter(|r| !only_bad || !r.past_the_firewall()) {
         let _ = writeln!(
             s,
             "    {:>5}  {:<22} {:<12}{}",
@@ -718,7 +720,10 @@ pub fn human(plan: &Plan, v4: &[String], v6: &[String]) -> String {
         return s;
     }
     if plan.after.iter().any(ReachRow::socket_refused) {
-        let _ = writeln!(s, "\nAfter: every Cloudflare row gets through the firewall.");
+        let _ = writeln!(
+            s,
+            "\nAfter: every Cloudflare row gets through the firewall."
+        );
         s.push_str(&socket_note(&plan.after));
     } else {
         let _ = writeln!(s, "\nAfter: every Cloudflare row accept.");

@@ -26,8 +26,7 @@ use crate::analysis::{
 use crate::firewall::addr::{AddrRange, addr_to_int, family_max};
 use crate::firewall::{
     AddrSet, Backend, CtStates, Dir, Direction, Family, Field, KeyValue, Match, Rule, RuleRef,
-    Ruleset,
-    SetDef, SetElem, SetKind, SetRef, TableFamily, Verdict,
+    Ruleset, SetDef, SetElem, SetKind, SetRef, TableFamily, Verdict,
 };
 use crate::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};

@@ -651,14 +651,9 @@ fn check_listeners(sc: &Scenario, report: &Value, fails: &mut Vec<String>) {
             ListenMode::Loopback => has(p, "127.0.0.1") && !has(p, "0.0.0.0"),
             // Nothing reachable from outside: no wildcard socket and none on the origin's public
             // addresses (a `[run]` may start one on another local address, such as 10.9.9.9).
-            ListenMode::None => ![
-                "0.0.0.0",
-                "::",
-                netns::ORIGIN_V4,
-                netns::ORIGIN_V6,
-            ]
-            .iter()
-            .any(|a| has(p, a)),
+            ListenMode::None => !["0.0.0.0", "::", netns::ORIGIN_V4, netns::ORIGIN_V6]
+                .iter()
+                .any(|a| has(p, a)),
             // Bound to a device or with a full queue, the sockets are still listed.
             ListenMode::Device(_) | ListenMode::Full => has(p, "0.0.0.0") && has(p, "::"),
             ListenMode::V6Any => has(p, "::") && !has(p, "0.0.0.0"),

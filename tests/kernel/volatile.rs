@@ -104,4 +104,3 @@ pub fn without_dynamic_elements(text: &str) -> String {
     }
     out
 }
-

@@ -262,7 +262,7 @@ impl Evaluator<'_> {
         &self,
         st: &St,
         bound: Option<String>,
-    ) -> Option<Result<String, Outcome>> {
+    ) -> Option<Result<String, Box<Outcome>>> {
         let fam = st.pkt.family;
         let rt = self.routing.as_ref()?;
         if !rt.family(fam).routes_known {
@@ -281,7 +281,7 @@ impl Evaluator<'_> {
         let lost = |r: RuleRef| {
             let mut s = st.clone();
             s.path.push(Step::Rule(r.clone()));
-            Err(finish(s, Fate::Dropped, Some(r)))
+            Err(Box::new(finish(s, Fate::Dropped, Some(r))))
         };
         Some(match rt.lookup(&flow) {
             Decision::Unicast { dev: Some(d), .. } => Ok(d),
@@ -304,11 +304,11 @@ impl Evaluator<'_> {
             )),
             Decision::Undecided(why) => {
                 let r = kernel_rule(fam, format!("route to {to}: {why}"), Direction::Reply);
-                Err(finish(
+                Err(Box::new(finish(
                     st.clone(),
                     Fate::Undecided(format!("route of the answer: {why}")),
                     Some(r),
-                ))
+                )))
             }
         })
     }

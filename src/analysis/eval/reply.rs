@@ -322,7 +322,7 @@ impl Evaluator<'_> {
         let end = match self.route_output(&st, None) {
             Some(Ok(dev)) => RouteEnd::Via(dev, false),
             Some(Err(o)) => {
-                let mut o = o;
+                let mut o = *o;
                 o.path.insert(
                     o.path.len().saturating_sub(1),
                     Step::Reply(format!("{ans} from {from} to {to}: no way out")),
