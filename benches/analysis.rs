@@ -227,8 +227,43 @@ fn with_routes(mut snap: Snapshot, routes: String) -> Snapshot {
     snap
 }
 
+/// `ip -batch` lines that build the routes [`routes_10k`] describes (for `scripts/bench-dumps`).
+fn routes_10k_batch() -> String {
+    let mut s = String::new();
+    for i in 0u32..10_000 {
+        if i % 100 == 0 {
+            let k = i / 100;
+            if k % 2 == 0 {
+                let _ = writeln!(
+                    s,
+                    "route add 104.{}.{}.0/24 via 192.0.2.1 dev lan0",
+                    16 + k % 8,
+                    k
+                );
+            } else {
+                let _ = writeln!(s, "route add blackhole 104.{}.{}.0/24", 16 + k % 8, k);
+            }
+        } else {
+            let _ = writeln!(
+                s,
+                "route add 10.{}.{}.0/24 via 203.0.113.1",
+                i / 256,
+                i % 256
+            );
+        }
+    }
+    s
+}
+
 fn bench_round_trip(c: &mut Criterion) {
     let opts = Options::new(time::OffsetDateTime::now_utc());
+    // `scripts/bench-dumps` loads the very state measured here into a namespace and times the
+    // kernel's dump tools on it.
+    if let Some(dir) = std::env::var_os("OA_BENCH_WRITE") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::write(dir.join("output-10k.rules"), output_10k()).expect("write rules");
+        std::fs::write(dir.join("routes-10k.batch"), routes_10k_batch()).expect("write routes");
+    }
     let out = snapshot(output_10k(), None);
     let p = analysis::prepare(&out);
     assert!(p.errors.is_empty(), "{:?}", p.errors);
@@ -262,11 +297,13 @@ fn bench_round_trip(c: &mut Criterion) {
     assert!(p.errors.is_empty(), "{:?}", p.errors);
     let r = analysis::analyze_prepared(&routed, &p, &opts);
     assert!(
-        r.reachability.iter().any(|row| row
-            .rule
-            .as_ref()
-            .is_some_and(|x| x.backend == origin_audit::firewall::Backend::Route)),
-        "no route decided anything"
+        r.reachability
+            .iter()
+            .any(|row| row.rule.as_ref().is_some_and(|x| matches!(
+                x.backend,
+                origin_audit::firewall::Backend::Route | origin_audit::firewall::Backend::Kernel
+            ))),
+        "no route or reverse-path check decided anything"
     );
     let mut g = c.benchmark_group("routes-10k");
     g.sample_size(10);
