@@ -156,6 +156,7 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
     };
     let mut opts = options(ports, &input)?;
     opts.max_age_days = cfg.ranges.max_age_days;
+    opts.trusted_xdp = cfg.audit.trusted_xdp.clone();
     let snap = snapshot(&input)?;
     let mut report = analysis::analyze(&snap, &opts);
     cfg.apply(&mut report, opts.now.date());
@@ -275,8 +276,9 @@ fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     })
 }
 
-pub fn explain(args: ExplainArgs) -> anyhow::Result<u8> {
-    let opts = options(&[], &args.input)?;
+pub fn explain(args: ExplainArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
+    let mut opts = options(&[], &args.input)?;
+    opts.trusted_xdp = cfg.audit.trusted_xdp.clone();
     let snap = snapshot(&args.input)?;
     let (e, errors) = analysis::explain(&snap, &opts, args.address, args.port, args.established);
     for err in &errors {

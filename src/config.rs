@@ -93,6 +93,9 @@ pub struct AuditConfig {
     pub lock_file: PathBuf,
     /// How long a second run waits for the lock before giving up (exit 3).
     pub lock_wait_secs: u64,
+    /// XDP programs (names as `ip link` shows them, or ids) trusted to pass the provider's
+    /// traffic; any other attached program makes the verdict `conditional`.
+    pub trusted_xdp: Vec<String>,
 }
 
 /// The effective configuration: the file's values over the defaults.
@@ -123,6 +126,7 @@ impl Default for Config {
                 command_timeout_secs: 10,
                 lock_file: PathBuf::from(DEFAULT_LOCK_FILE),
                 lock_wait_secs: 30,
+                trusted_xdp: Vec::new(),
             },
             ranges: RangesConfig {
                 url: None,
@@ -196,6 +200,7 @@ struct RawAudit {
     command_timeout_secs: Option<Spanned<u64>>,
     lock_file: Option<PathBuf>,
     lock_wait_secs: Option<Spanned<u64>>,
+    trusted_xdp: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +377,9 @@ pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
                 ));
             }
             c.audit.lock_wait_secs = v;
+        }
+        if let Some(x) = a.trusted_xdp {
+            c.audit.trusted_xdp = x;
         }
     }
 

@@ -35,12 +35,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Check(args) => check(args, config_path.as_deref()),
         Command::Explain(mut args) => {
-            setup(config_path.as_deref(), &mut args.input)?;
-            explain(args)
+            let cfg = setup(config_path.as_deref(), &mut args.input)?;
+            explain(args, &cfg)
         }
         Command::Fix(mut args) => {
-            setup(config_path.as_deref(), &mut args.input)?;
-            origin_audit::fix::command::run(args)
+            let cfg = setup(config_path.as_deref(), &mut args.input)?;
+            origin_audit::fix::command::run(args, &cfg)
         }
     }
 }

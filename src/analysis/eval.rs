@@ -210,6 +210,9 @@ pub struct HostFacts {
     pub routing: Option<crate::routing::Routing>,
     /// XDP programs and tc filters of the interfaces (`None` offline).
     pub netdev: Option<crate::tc::Netdev>,
+    /// XDP programs the configuration trusts to pass the provider (`[audit] trusted_xdp`:
+    /// program names or ids): not a condition on the verdict.
+    pub trusted_xdp: Vec<String>,
 }
 
 /// Membership index for big single-dimension address sets (no nomatch, nothing unknown).
@@ -230,6 +233,7 @@ pub struct Evaluator<'a> {
     bindv6only: Option<bool>,
     routing: Option<crate::routing::Routing>,
     netdev: Option<crate::tc::Netdev>,
+    trusted_xdp: Vec<String>,
     index: SetIndex,
     ipset_index: HashMap<String, crate::firewall::AddrSet>,
 }
@@ -279,6 +283,7 @@ impl<'a> Evaluator<'a> {
             bindv6only,
             routing,
             netdev,
+            trusted_xdp,
         } = host;
         let mut bases = Vec::new();
         for t in &ruleset.tables {
@@ -329,6 +334,7 @@ impl<'a> Evaluator<'a> {
             bindv6only,
             routing,
             netdev,
+            trusted_xdp,
             index,
             ipset_index,
         }

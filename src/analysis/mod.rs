@@ -29,6 +29,8 @@ pub struct Options {
     pub now: time::OffsetDateTime,
     /// A range list older than this is a finding.
     pub max_age_days: i64,
+    /// XDP programs (names or ids) trusted to pass the provider's traffic.
+    pub trusted_xdp: Vec<String>,
 }
 
 impl Options {
@@ -39,6 +41,7 @@ impl Options {
             dests: Vec::new(),
             now,
             max_age_days: 30,
+            trusted_xdp: Vec::new(),
         }
     }
 }
@@ -110,6 +113,9 @@ pub struct Target {
     pub local: Vec<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// XDP programs trusted by the configuration (names or ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_xdp: Vec<String>,
 }
 
 impl Target {
@@ -440,6 +446,7 @@ pub fn target(snap: &Snapshot, opts: &Options) -> Target {
         families,
         local,
         notes,
+        trusted_xdp: opts.trusted_xdp.clone(),
     }
 }
 
@@ -658,6 +665,7 @@ pub fn host_facts(snap: &Snapshot, t: &Target) -> eval::HostFacts {
             .as_ref()
             .and_then(|d| crate::routing::parse(d).ok()),
         netdev: snap.netdev.as_ref().and_then(|d| crate::tc::parse(d).ok()),
+        trusted_xdp: t.trusted_xdp.clone(),
     }
 }
 

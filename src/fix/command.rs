@@ -42,7 +42,7 @@ fn cidrs(snap: &Snapshot) -> (Vec<String>, Vec<String>) {
 }
 
 /// Runs `origin-audit fix`.
-pub fn run(args: FixArgs) -> anyhow::Result<u8> {
+pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
     let state_dir = args
         .state_dir
         .clone()
@@ -69,7 +69,8 @@ pub fn run(args: FixArgs) -> anyhow::Result<u8> {
     if (args.apply || args.revert) && !live {
         anyhow::bail!("--apply/--revert work on the live host only (not with --snapshot or dumps)");
     }
-    let opts = options(&args)?;
+    let mut opts = options(&args)?;
+    opts.trusted_xdp = cfg.audit.trusted_xdp.clone();
     // The same reading as `check`: with `--with-host`, the candidate dumps plus this host's
     // listeners, interfaces and routes.
     let snap = crate::commands::snapshot(&args.input)?;

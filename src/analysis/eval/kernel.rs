@@ -127,6 +127,9 @@ impl Evaluator<'_> {
             if tc_dir == TcDir::Ingress {
                 for p in nd.xdp(&dev) {
                     let name = p.name.clone().unwrap_or_else(|| "?".into());
+                    if self.trusted_xdp.iter().any(|t| *t == name || *t == p.id.to_string()) {
+                        continue;
+                    }
                     let r = RuleRef {
                         backend: Backend::Xdp,
                         family: TableFamily::Netdev,
@@ -311,5 +314,56 @@ impl Evaluator<'_> {
                 )))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::super::{HostFacts, Packet};
+    use crate::analysis::{VerdictKind, classify};
+    use crate::firewall::Ruleset;
+    use crate::firewall::addr::addr_to_int;
+    use crate::tc::NetdevDumps;
+
+    /// `ip -j -d link show` of a veth with `ip link set dev v1 xdpgeneric obj xdp_pass.o`
+    /// (the capture in src/tc/tests.rs, cut to that one link).
+    const LINK: &str = r#"[{"ifindex":2,"link":"v0","ifname":"v1","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1500,"xdp":{"mode":2,"prog":{"id":34,"name":"xdp_pass","tag":"614b434cd8324ecc","jited":1,"load_time":3619272979168,"created_by_uid":0},"attached":[{"mode":2,"prog":{"id":34,"name":"xdp_pass","tag":"614b434cd8324ecc","jited":1,"load_time":3619272979168,"created_by_uid":0}}]},"qdisc":"noqueue","operstate":"UP","linkmode":"DEFAULT","group":"default","txqlen":1000,"link_type":"ether","address":"8a:e9:03:38:a4:b2","broadcast":"ff:ff:ff:ff:ff:ff","promiscuity":0,"allmulti":0,"min_mtu":68,"max_mtu":65535,"linkinfo":{"info_kind":"veth"}}]"#;
+
+    fn verdict(trusted: &[&str]) -> VerdictKind {
+        let rs = Ruleset::default();
+        let netdev = crate::tc::parse(&NetdevDumps {
+            links: Some(LINK.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let ev = super::super::Evaluator::new(
+            &rs,
+            HostFacts {
+                local: vec!["203.0.113.2".parse().unwrap()],
+                netdev: Some(netdev),
+                trusted_xdp: trusted.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        );
+        let (family, src) = addr_to_int("173.245.48.1".parse().unwrap());
+        let dst = addr_to_int("203.0.113.2".parse().unwrap()).1;
+        classify(&ev.evaluate(&Packet {
+            family,
+            src,
+            dst: Some(dst),
+            dport: 443,
+            iif: Some("v1".into()),
+            established: false,
+        }))
+        .verdict
+    }
+
+    #[test]
+    fn an_xdp_program_is_conditional_unless_trusted_by_name_or_id() {
+        assert_eq!(verdict(&[]), VerdictKind::Conditional);
+        assert_eq!(verdict(&["other_prog", "35"]), VerdictKind::Conditional);
+        assert_eq!(verdict(&["xdp_pass"]), VerdictKind::Accept);
+        assert_eq!(verdict(&["34"]), VerdictKind::Accept);
     }
 }
