@@ -127,7 +127,11 @@ impl Evaluator<'_> {
             if tc_dir == TcDir::Ingress {
                 for p in nd.xdp(&dev) {
                     let name = p.name.clone().unwrap_or_else(|| "?".into());
-                    if self.trusted_xdp.iter().any(|t| *t == name || *t == p.id.to_string()) {
+                    if self
+                        .trusted_xdp
+                        .iter()
+                        .any(|t| *t == name || *t == p.id.to_string())
+                    {
                         continue;
                     }
                     let r = RuleRef {
