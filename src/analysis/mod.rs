@@ -682,7 +682,8 @@ fn kernel_cuts(facts: &eval::HostFacts) -> Vec<AddrRange> {
 }
 
 /// Builds the packet for one block representative.
-fn packet(t: &Target, fam: Family, src: u128, port: u16, established: bool) -> Packet {
+/// The packet the analysis walks for one block: from `src` to `port` on the target.
+pub fn packet(t: &Target, fam: Family, src: u128, port: u16, established: bool) -> Packet {
     Packet {
         family: fam,
         src,

@@ -391,26 +391,28 @@ pub fn firewalld_commands(plan: &Plan) -> String {
 /// For the ufw and firewalld forms, which cannot say `ct status dnat`: the ports they open
 /// for translated connections are opened for direct ones too.
 fn translated_note(plan: &Plan) -> String {
-    let mut ports: Vec<u16> = plan
-        .additions
-        .iter()
-        .filter(|a| a.dnat)
-        .flat_map(|a| a.ports.iter().copied())
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
+    let ports = port_list(
+        plan.additions
+            .iter()
+            .filter(|a| a.dnat)
+            .flat_map(|a| a.ports.iter().copied()),
+    );
     if ports.is_empty() {
         return String::new();
     }
     format!(
-        "# Note: {} is where a DNAT/REDIRECT sends an audited port. This form cannot limit an allow to\n# redirected connections, so it also opens {} to direct connections from Cloudflare.\n",
-        ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        if ports.len() == 1 { "it" } else { "them" }
+        "# Note: {ports} is where a DNAT/REDIRECT sends an audited port. This form cannot limit an allow to\n# redirected connections, so it also opens {} to direct connections from Cloudflare.\n",
+        if ports.contains(',') { "them" } else { "it" }
     )
+}
+
+/// Ports sorted, each once, as `80, 443`.
+fn port_list(ports: impl Iterator<Item = u16>) -> String {
+    let set: std::collections::BTreeSet<u16> = ports.collect();
+    set.iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn dedup_families(plan: &Plan) -> Vec<(Family, Vec<String>)> {
@@ -582,23 +584,12 @@ fn rows_table(rows: &[ReachRow], only_bad: bool) -> String {
 /// Rows past the firewall that no socket takes: a listener problem, named so nobody mistakes
 /// the firewall's all clear for the site's.
 fn socket_note(rows: &[ReachRow]) -> String {
-    let mut ports: Vec<u16> = rows
-        .iter()
-        .filter(|r| r.socket_refused())
-        .map(|r| r.port)
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
+    let ports = port_list(rows.iter().filter(|r| r.socket_refused()).map(|r| r.port));
     if ports.is_empty() {
         return String::new();
     }
     format!(
-        "Note: on port {} nothing listens for some of them (the kernel answers RST: Cloudflare 521) — a listener problem `origin-audit check` reports; no firewall change fixes it.\n",
-        ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        "Note: on port {ports} nothing listens for some of them (the kernel answers RST: Cloudflare 521) — a listener problem `origin-audit check` reports; no firewall change fixes it.\n"
     )
 }
 

@@ -19,11 +19,11 @@ pub mod apply;
 pub mod command;
 pub mod emit;
 
-use crate::analysis::eval::{Evaluator, Packet, Step};
+use crate::analysis::eval::{Evaluator, Step};
 use crate::analysis::{
     self, Options, Prepared, ReachRow, Report, Target, VerdictKind, blocks::Cuts,
 };
-use crate::firewall::addr::{AddrRange, addr_to_int, family_max};
+use crate::firewall::addr::{AddrRange, family_max};
 use crate::firewall::{
     AddrSet, Backend, CtStates, Dir, Direction, Family, Field, KeyValue, Match, Rule, RuleRef,
     Ruleset, SetDef, SetElem, SetKind, SetRef, TableFamily, Verdict,
@@ -679,7 +679,7 @@ fn ports_at_culprit(
     let mut out = BTreeSet::new();
     for b in cuts.split(&[range]) {
         let mut found = false;
-        for o in ev.evaluate(&block_packet(t, b.family, b.start, port)) {
+        for o in ev.evaluate(&analysis::packet(t, b.family, b.start, port, false)) {
             let mut dport = port;
             for step in &o.path {
                 let r = match step {
@@ -706,18 +706,6 @@ fn ports_at_culprit(
     out
 }
 
-/// A new connection's SYN from `src` to `port`.
-fn block_packet(t: &Target, family: Family, src: u128, port: u16) -> Packet {
-    Packet {
-        family,
-        src,
-        dst: t.dest(family).map(|a| addr_to_int(a).1),
-        dport: port,
-        iif: t.ifaces.first().cloned(),
-        established: false,
-    }
-}
-
 /// When a reply-path rule decides because it drops the RST / ICMP error of a REJECT met on
 /// the way in, the REJECT is what keeps Cloudflare out: letting the refusal out only turns 522
 /// into 521. Returns that REJECT (the last rule the SYN matched before its answer), if so.
@@ -731,7 +719,7 @@ fn refusal_behind(
     culprit: &RuleRef,
 ) -> Option<RuleRef> {
     let b = cuts.split(&[range]).into_iter().next()?;
-    for o in ev.evaluate(&block_packet(t, b.family, b.start, port)) {
+    for o in ev.evaluate(&analysis::packet(t, b.family, b.start, port, false)) {
         if !o.decided_by.as_ref().is_some_and(|d| same_rule(d, culprit)) {
             continue;
         }
