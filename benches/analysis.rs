@@ -163,6 +163,7 @@ fn snapshot(ipt: String, ipset: Option<String>) -> Snapshot {
         routing: None,
         netdev: None,
         conntrack: None,
+        counters: None,
         dumps: Dumps {
             iptables_nft_save: Some(ipt),
             ipset_save: ipset,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod findings;
 pub mod firewall;
 pub mod fix;
+pub mod kstat;
 pub mod lock;
 pub mod ranges;
 pub mod render;

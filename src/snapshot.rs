@@ -46,6 +46,9 @@ pub struct Snapshot {
     /// `nf_conntrack_count` / `nf_conntrack_max` when conntrack is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conntrack: Option<ConntrackUsage>,
+    /// Cumulative listen-queue and conntrack drop counters of the namespace: evidence only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<crate::kstat::KernelCounters>,
     pub ranges: ProviderRanges,
     /// What could not be read, and why. Each becomes a `read-failed` finding.
     #[serde(default)]

@@ -89,6 +89,7 @@ fn host(dumps: Dumps) -> Snapshot {
         routing: None,
         netdev: None,
         conntrack: None,
+        counters: None,
         read_errors: vec![],
     }
 }
@@ -444,4 +445,57 @@ fn no_provider_address_is_left_out_of_the_matrix() {
         .collect();
     assert_eq!(total(&rows), total(&provider));
     let _: IpAddr = "::".parse().unwrap();
+}
+
+#[test]
+fn a_reuseport_group_with_a_full_member_drops_some_syns_and_names_the_counters() {
+    let mut snap = host(Dumps::default());
+    let ls = snap.listeners.as_mut().unwrap();
+    let mut full = listener("0.0.0.0", 443);
+    full.accept_queue = Some(512);
+    full.backlog = Some(511);
+    let mut ok = listener("0.0.0.0", 443);
+    ok.accept_queue = Some(0);
+    ok.backlog = Some(511);
+    ls.retain(|l| !(l.port == 443 && l.address.is_ipv4()));
+    ls.extend([full.clone(), ok]);
+    snap.counters = Some(origin_audit::kstat::KernelCounters {
+        listen_overflows: Some(41),
+        listen_drops: Some(43),
+        ..Default::default()
+    });
+    let r = analysis::analyze(&snap, &opts(&[80, 443]));
+    assert_eq!(
+        verdicts(&r, 443, "173.245.48.0/20"),
+        vec![VerdictKind::Conditional]
+    );
+    assert_eq!(
+        verdicts(&r, 443, "2400:cb00::/32"),
+        vec![VerdictKind::Accept]
+    );
+    assert_eq!(
+        verdicts(&r, 80, "173.245.48.0/20"),
+        vec![VerdictKind::Accept]
+    );
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.code == Code::ListenQueueFull)
+        .expect("listen-queue-full finding");
+    assert!(f.message.contains("SO_REUSEPORT"), "{}", f.message);
+    assert!(
+        f.message.contains("ListenOverflows 41, ListenDrops 43"),
+        "{}",
+        f.message
+    );
+
+    // Every member full: every SYN is dropped.
+    let ls = snap.listeners.as_mut().unwrap();
+    ls.retain(|l| !(l.port == 443 && l.address.is_ipv4()));
+    ls.extend([full.clone(), full]);
+    let r = analysis::analyze(&snap, &opts(&[443]));
+    assert_eq!(
+        verdicts(&r, 443, "173.245.48.0/20"),
+        vec![VerdictKind::Drop]
+    );
 }

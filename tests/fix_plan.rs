@@ -61,6 +61,7 @@ fn host(dumps: Dumps) -> Snapshot {
         routing: None,
         netdev: None,
         conntrack: None,
+        counters: None,
         read_errors: vec![],
     }
 }

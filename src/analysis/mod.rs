@@ -742,6 +742,16 @@ pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) ->
 
     let mut findings = Vec::new();
     findings.extend(reach_findings(&rows));
+    // The namespace's listen-overflow counters back a full accept queue (cumulative: evidence
+    // that drops happened, beside the queue seen full now).
+    if let Some(ev) = snap.counters.and_then(|c| c.listen_evidence()) {
+        for f in findings
+            .iter_mut()
+            .filter(|f| f.code == Code::ListenQueueFull)
+        {
+            f.message = format!("{}; {ev}", f.message);
+        }
+    }
     for ((port, rule), blocks) in established_bad {
         let sources = cidrs(&blocks);
         findings.push(Finding {
@@ -1091,7 +1101,7 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
         for (sources, ports) in by_sources {
             let socket = rule.as_ref().is_some_and(|r| r.backend == Backend::Socket);
             let code = match verdict {
-                VerdictKind::Drop if socket => Code::ListenQueueFull,
+                VerdictKind::Drop | VerdictKind::Conditional if socket => Code::ListenQueueFull,
                 VerdictKind::Drop => Code::RangeDropped,
                 VerdictKind::Reject => Code::RangeRejected,
                 VerdictKind::RateLimited => Code::RangeRateLimited,
@@ -1360,10 +1370,14 @@ fn housekeeping_findings(snap: &Snapshot, prepared: &Prepared, opts: &Options) -
             code: Code::ConntrackFull,
             severity: Code::ConntrackFull.default_severity(),
             message: format!(
-                "connection tracking table at {} of {} entries ({} %): new connections are dropped when it is full → Cloudflare 522",
+                "connection tracking table at {} of {} entries ({} %): new connections are dropped when it is full → Cloudflare 522{}",
                 ct.count,
                 ct.max,
-                ct.count.saturating_mul(100) / ct.max
+                ct.count.saturating_mul(100) / ct.max,
+                snap.counters
+                    .and_then(|c| c.conntrack_evidence())
+                    .map(|e| format!("; {e}"))
+                    .unwrap_or_default()
             ),
             ports: Vec::new(),
             sources: Vec::new(),
@@ -1681,6 +1695,7 @@ COMMIT
             routing: None,
             netdev: None,
             conntrack: None,
+            counters: None,
             read_errors: vec![],
         };
         let p = prepare(&snap);

@@ -56,6 +56,7 @@ pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
             routing: None,
             netdev: None,
             conntrack: None,
+            counters: None,
             ranges: load_ranges(input)?,
             read_errors,
         });
@@ -74,6 +75,7 @@ pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
         routing: host.routing,
         netdev: host.netdev,
         conntrack: host.conntrack,
+        counters: host.counters,
         ranges: load_ranges(input)?,
         read_errors: host.read_errors,
     })
@@ -114,6 +116,7 @@ pub struct HostState {
     pub routing: Option<crate::routing::RoutingDumps>,
     pub netdev: Option<crate::tc::NetdevDumps>,
     pub conntrack: Option<crate::snapshot::ConntrackUsage>,
+    pub counters: Option<crate::kstat::KernelCounters>,
     pub read_errors: Vec<ReadError>,
 }
 
@@ -229,7 +232,24 @@ pub fn read_host() -> HostState {
         routing: Some(routing),
         netdev: Some(netdev),
         conntrack,
+        counters: Some(read_counters()),
         read_errors,
+    }
+}
+
+/// The listen-queue and conntrack drop counters of this namespace (columns missing on this
+/// kernel, or conntrack not loaded, stay `None`).
+fn read_counters() -> crate::kstat::KernelCounters {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let (listen_overflows, listen_drops) = crate::kstat::parse_netstat(&read("/proc/net/netstat"));
+    let (conntrack_drop, conntrack_early_drop, conntrack_insert_failed) =
+        crate::kstat::parse_conntrack_stat(&read("/proc/net/stat/nf_conntrack"));
+    crate::kstat::KernelCounters {
+        listen_overflows,
+        listen_drops,
+        conntrack_drop,
+        conntrack_early_drop,
+        conntrack_insert_failed,
     }
 }
 

@@ -85,15 +85,18 @@ pub fn read_listeners(ifnames: &HashMap<u32, String>) -> Result<ListenerRead, So
     })
 }
 
-/// One listener per address:port. SO_REUSEPORT gives several sockets (often of several
-/// processes) on the same address:port; the analysis only needs to know something listens, so
-/// the first socket whose owner is known wins, else the first one. Sorted by port, then address.
+/// One listener per address, port, bound device and accept-queue state. SO_REUSEPORT gives
+/// several sockets (often of several processes) on the same address:port; which of them takes a
+/// SYN is the connection's hash, so members that behave alike are one entry (the first whose
+/// owner is known, else the first), while a member whose accept queue is full stays apart from
+/// the members that accept. Sorted by port, then address.
 pub fn assemble(
     raw: Vec<RawSocket>,
     owners: &HashMap<u64, (u32, Option<String>)>,
     ifnames: &HashMap<u32, String>,
 ) -> Vec<Listener> {
-    let mut by_key: BTreeMap<(u16, IpAddr), Listener> = BTreeMap::new();
+    type Key = (u16, IpAddr, Option<String>, bool);
+    let mut by_key: BTreeMap<Key, Listener> = BTreeMap::new();
     for s in raw {
         let owner = owners.get(&s.inode);
         let l = Listener {
@@ -111,11 +114,13 @@ pub fn assemble(
                     .unwrap_or_else(|| format!("ifindex {}", s.ifindex))
             }),
         };
-        match by_key.get_mut(&(s.port, s.address)) {
+        let full = matches!(s.accept_queue, Some((q, b)) if q > b);
+        let key = (s.port, s.address, l.bound_iface.clone(), full);
+        match by_key.get_mut(&key) {
             Some(existing) if existing.pid.is_none() && l.pid.is_some() => *existing = l,
             Some(_) => {}
             None => {
-                by_key.insert((s.port, s.address), l);
+                by_key.insert(key, l);
             }
         }
     }
@@ -485,6 +490,38 @@ mod tests {
         assert_eq!(v[0].pid, Some(200));
         assert_eq!(v[0].process.as_deref(), Some("nginx"));
         assert_eq!(v[1].pid, None);
+    }
+
+    #[test]
+    fn a_full_reuseport_member_and_devices_stay_apart() {
+        let s = |inode, ifindex, q: Option<(u32, u32)>| RawSocket {
+            address: "0.0.0.0".parse().unwrap(),
+            port: 443,
+            inode,
+            uid: 0,
+            ifindex,
+            v6only: None,
+            accept_queue: q,
+        };
+        let raw = vec![
+            s(1, 0, Some((0, 511))),
+            s(2, 0, Some((512, 511))),
+            s(3, 0, Some((3, 511))),
+            s(4, 7, Some((0, 511))),
+        ];
+        let v = assemble(raw, &HashMap::new(), &HashMap::new());
+        let got: Vec<(Option<&str>, Option<u32>)> = v
+            .iter()
+            .map(|l| (l.bound_iface.as_deref(), l.accept_queue))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (None, Some(0)),
+                (None, Some(512)),
+                (Some("ifindex 7"), Some(0))
+            ]
+        );
     }
 
     #[test]

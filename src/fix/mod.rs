@@ -1067,6 +1067,7 @@ COMMIT
             routing: None,
             netdev: None,
             conntrack: None,
+            counters: None,
             read_errors: vec![],
         }
     }

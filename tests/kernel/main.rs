@@ -23,6 +23,9 @@ mod kernel;
 mod netns;
 mod roles;
 mod scenario;
+// Shared with tests/fix_netns.rs: each uses the parts its comparisons need.
+#[allow(dead_code)]
+mod volatile;
 
 use scenario::Scenario;
 use std::path::PathBuf;

@@ -539,6 +539,14 @@ impl Lab {
                     full.push(format!("{ORIGIN_V4}:{p}"));
                     full.push(format!("[{ORIGIN_V6}]:{p}"));
                 }
+                ListenMode::ReuseportFull => {
+                    for a in [format!("0.0.0.0:{p}"), format!("[::]:{p}")] {
+                        addrs.push(format!("{a}%reuseport"));
+                        addrs.push(format!("{a}%reuseport%full"));
+                    }
+                    full.push(format!("{ORIGIN_V4}:{p}"));
+                    full.push(format!("[{ORIGIN_V6}]:{p}"));
+                }
             }
         }
         let origin = self.origin.clone();

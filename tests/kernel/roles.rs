@@ -5,7 +5,8 @@
 //!   coexist), accepting and closing; prints `ready` once bound; exits on stdin EOF (its parent
 //!   died or let go) or after a hard lifetime.
 //!   `ADDR:PORT%dev=IFACE` binds the socket to a device (SO_BINDTODEVICE); `ADDR:PORT%full`
-//!   listens with backlog 0 and never accepts.
+//!   listens with backlog 0 and never accepts; `%reuseport` sets SO_REUSEPORT (several such
+//!   sockets on one address form a group).
 //! - `fill ADDR:PORT…`: fills those listeners' accept queues (connects until one does not
 //!   complete), keeps the connections open, prints `filled …`, exits on stdin EOF.
 //! - `probe TIMEOUT_MS THREADS`: reads `ID SRC DST PORT` lines on stdin, makes each connect bound
@@ -39,14 +40,15 @@ fn listen(addrs: &[String]) -> i32 {
     let mut socks = vec![];
     let mut held = vec![];
     for a in addrs {
-        // `ADDR:PORT[%dev=IFACE][%full]`
+        // `ADDR:PORT[%dev=IFACE][%full][%reuseport]`
         let mut parts = a.split('%');
         let addr = parts.next().unwrap_or("");
-        let (mut dev, mut full) = (None, false);
+        let (mut dev, mut full, mut reuseport) = (None, false, false);
         for o in parts {
             match o.strip_prefix("dev=") {
                 Some(d) => dev = Some(d.to_string()),
                 None if o == "full" => full = true,
+                None if o == "reuseport" => reuseport = true,
                 None => {
                     println!("bad listener option {o} in {a}");
                     return 2;
@@ -60,7 +62,7 @@ fn listen(addrs: &[String]) -> i32 {
                 return 2;
             }
         };
-        match bind_listener(sa, dev.as_deref(), full) {
+        match bind_listener(sa, dev.as_deref(), full, reuseport) {
             // A full listener is never accepted from: its queue stays full.
             Ok(s) if full => held.push(s),
             Ok(s) => socks.push(s),
@@ -92,9 +94,17 @@ fn listen(addrs: &[String]) -> i32 {
     0
 }
 
-fn bind_listener(sa: SocketAddr, dev: Option<&str>, full: bool) -> std::io::Result<Socket> {
+fn bind_listener(
+    sa: SocketAddr,
+    dev: Option<&str>,
+    full: bool,
+    reuseport: bool,
+) -> std::io::Result<Socket> {
     let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
+    if reuseport {
+        s.set_reuse_port(true)?;
+    }
     if sa.is_ipv6() {
         s.set_only_v6(true)?;
     }

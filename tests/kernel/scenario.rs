@@ -77,6 +77,11 @@ pub enum ListenMode {
     /// fills both accept queues from inside the origin before probing, so the kernel drops
     /// every further SYN (tcp_conn_request: sk_acceptq_is_full) and probes time out.
     Full,
+    /// `reuseport-full`: on each of `0.0.0.0:PORT` and `[::]:PORT` two SO_REUSEPORT sockets, one
+    /// that accepts and one with backlog 0 that never accepts, filled like `full`: the kernel
+    /// picks the member by the connection's hash (inet_lookup_reuseport), so some probes connect
+    /// and some time out.
+    ReuseportFull,
 }
 
 impl ListenMode {
@@ -84,7 +89,7 @@ impl ListenMode {
     /// socket that completes the handshake.
     pub fn reachable(&self, v6: bool, iface: &str) -> bool {
         match self {
-            ListenMode::All => true,
+            ListenMode::All | ListenMode::ReuseportFull => true,
             ListenMode::V6Any => v6,
             ListenMode::Device(d) => d == iface,
             ListenMode::Loopback | ListenMode::None | ListenMode::Full => false,
@@ -142,7 +147,8 @@ pub struct Expect {
     pub rule: RuleExpect,
 }
 
-/// `finding CODE [port=N] [source=CIDR] [severity=S]` or `nofinding CODE [port=N]`.
+/// `finding CODE [port=N] [source=CIDR] [severity=S] [says=WORD]` or `nofinding CODE [port=N]`
+/// (`says`: the message contains WORD).
 #[derive(Debug, Clone)]
 pub struct FindingExpect {
     pub line: usize,
@@ -151,6 +157,7 @@ pub struct FindingExpect {
     pub port: Option<u16>,
     pub source: Option<IpNet>,
     pub severity: Option<String>,
+    pub says: Option<String>,
 }
 
 /// Which tool loads a ruleset section.
@@ -412,13 +419,14 @@ fn parse(name: &str, text: &str) -> Result<Scenario, String> {
                 "none" => ListenMode::None,
                 "v6any" => ListenMode::V6Any,
                 "full" => ListenMode::Full,
+                "reuseport-full" => ListenMode::ReuseportFull,
                 _ => match m.strip_prefix("device=") {
                     Some(d) if !d.is_empty() && d.len() <= 15 && !d.contains('/') => {
                         ListenMode::Device(d.to_string())
                     }
                     _ => {
                         return Err(format!(
-                            "line {n}: listen mode is all|loopback|none|v6any|full|device=IFACE"
+                            "line {n}: listen mode is all|loopback|none|v6any|full|reuseport-full|device=IFACE"
                         ));
                     }
                 },
@@ -568,6 +576,7 @@ fn parse_expect_line(sc: &mut Scenario, n: usize, line: &str) -> Result<(), Stri
             port: None,
             source: None,
             severity: None,
+            says: None,
         };
         for t in &toks[2..] {
             let (k, v) = t
@@ -577,6 +586,7 @@ fn parse_expect_line(sc: &mut Scenario, n: usize, line: &str) -> Result<(), Stri
                 "port" => f.port = Some(v.parse().map_err(|e| format!("line {n}: {e}"))?),
                 "source" => f.source = Some(v.parse().map_err(|e| format!("line {n}: {e}"))?),
                 "severity" => f.severity = Some(v.to_string()),
+                "says" => f.says = Some(v.to_string()),
                 _ => return Err(format!("line {n}: unknown finding field `{k}`")),
             }
         }

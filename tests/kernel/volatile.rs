@@ -1,7 +1,9 @@
 //! The one place volatile kernel state is normalised before dumps are compared: packet and
 //! byte counters (iptables-save `[p:b]`, nft `counter packets N bytes N`, ipset `packets N`),
 //! nft set-element `expires` countdowns, ipset element `timeout` countdowns, and the elements
-//! the kernel adds to `flags dynamic` sets for each probe. Everything else is compared as is.
+//! the kernel adds to `flags dynamic` sets for each probe, and the cumulative kernel counters a
+//! report cites as evidence (`kernel counters: ListenOverflows 12, …`: every dropped probe adds
+//! to them). Everything else is compared as is.
 
 /// One dump line with its volatile parts replaced by fixed tokens.
 pub fn normalise_line(l: &str) -> String {
@@ -103,4 +105,45 @@ pub fn without_dynamic_elements(text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A report's message with the numbers of its `kernel counters: …` evidence replaced by `N`
+/// (the counters grow with every SYN the kernel drops, so two reads a probe apart differ).
+pub fn normalise_evidence(msg: &str) -> String {
+    let Some(i) = msg.find("kernel counters:") else {
+        return msg.to_string();
+    };
+    let (head, tail) = msg.split_at(i);
+    let end = tail.find(" (/proc").unwrap_or(tail.len());
+    let mut out = head.to_string();
+    let mut digits = false;
+    for c in tail[..end].chars() {
+        if c.is_ascii_digit() {
+            if !digits {
+                out.push('N');
+            }
+            digits = true;
+        } else {
+            digits = false;
+            out.push(c);
+        }
+    }
+    out.push_str(&tail[end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counter_evidence_is_normalised_and_nothing_else() {
+        let m = "queue full → Cloudflare 522; kernel counters: ListenOverflows 12, ListenDrops 130 (/proc/net/netstat, since boot) port 443";
+        assert_eq!(
+            super::normalise_evidence(m),
+            "queue full → Cloudflare 522; kernel counters: ListenOverflows N, ListenDrops N (/proc/net/netstat, since boot) port 443"
+        );
+        assert_eq!(
+            super::normalise_evidence("port 443 drop 12"),
+            "port 443 drop 12"
+        );
+    }
 }

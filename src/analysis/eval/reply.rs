@@ -13,7 +13,9 @@
 //!   also IPv4), one with SO_BINDTODEVICE only packets that arrived on that device. None → the
 //!   kernel answers with a RST (tcp_v4_send_reset): Cloudflare 521.
 //! - A listener whose accept queue is full (`sk_ack_backlog > sk_max_ack_backlog`) drops the
-//!   SYN (tcp_conn_request, LINUX_MIB_LISTENOVERFLOWS): Cloudflare 522.
+//!   SYN (tcp_conn_request, LINUX_MIB_LISTENOVERFLOWS): Cloudflare 522. Several listeners on
+//!   one address, port and device are an SO_REUSEPORT group: the 4-tuple's hash picks the
+//!   member (inet_lookup_reuseport), so a group with some members full drops some SYNs only.
 //! - The SYN-ACK and the closed port's RST are new skbs: no conntrack entry before OUTPUT's
 //!   conntrack hook (-200), which finds the SYN's entry in the reply direction: ESTABLISHED.
 //!   A SYN that was NOTRACKed left no entry: the SYN-ACK/RST then starts no valid TCP
@@ -118,6 +120,9 @@ enum Sock {
     Listening,
     /// Accept queue full: the SYN is dropped.
     Full(RuleRef),
+    /// An SO_REUSEPORT group where some members' accept queues are full: the connection's
+    /// hash picks the member, so some SYNs are dropped and some taken.
+    Partly(RuleRef, String),
     /// Nothing takes it: RST.
     Nothing(RuleRef),
 }
@@ -159,6 +164,21 @@ impl Evaluator<'_> {
                 st.path.push(Step::Rule(r.clone()));
                 out.push(finish(st, Fate::Dropped, Some(r)));
             }
+            Sock::Partly(r, desc) => {
+                let cond = |holds| super::Cond {
+                    first: holds,
+                    kind: CondKind::Undecidable,
+                    desc: desc.clone(),
+                    holds,
+                    rule: r.clone(),
+                };
+                let mut dropped = st.clone();
+                dropped.conds.push(cond(true));
+                dropped.path.push(Step::Rule(r.clone()));
+                out.push(finish(dropped, Fate::Dropped, Some(r.clone())));
+                st.conds.push(cond(false));
+                self.answer(st, Answer::SynAck, None, out);
+            }
             Sock::Nothing(r) => {
                 st.path.push(Step::Rule(r.clone()));
                 let refusal = (Fate::Rejected(RejectKind::TcpReset), r);
@@ -198,23 +218,65 @@ impl Evaluator<'_> {
             (Some(b), Some(i)) => b == i,
             _ => true,
         };
-        let chosen = on_port
+        // The kernel looks the exact address up before the wildcard (__inet_lookup_listener),
+        // and scores a bound device, then a socket of the packet's own family, higher
+        // (compute_score).
+        let key = |l: &crate::snapshot::Listener| {
+            (
+                l.address == dest,
+                l.bound_iface.is_some(),
+                l.address.is_ipv4() == dest.is_ipv4(),
+            )
+        };
+        let candidates: Vec<&crate::snapshot::Listener> = on_port
             .iter()
+            .copied()
             .filter(|l| takes_addr(l) && takes_dev(l))
-            // The kernel scores an exact address and a bound device above a wildcard.
-            .max_by_key(|l| (l.address == dest, l.bound_iface.is_some()));
+            .collect();
+        let chosen = candidates.iter().copied().max_by_key(|l| key(l));
         match chosen {
-            Some(l) => match (l.accept_queue, l.backlog) {
-                (Some(q), Some(b)) if q > b => Sock::Full(socket_ref(
-                    fam,
+            Some(l) => {
+                // Listeners sharing the chosen one's address, family and device exist only
+                // as an SO_REUSEPORT group: the connection's hash picks the member
+                // (inet_lookup_reuseport), whatever its queue.
+                let group: Vec<&crate::snapshot::Listener> = candidates
+                    .iter()
+                    .copied()
+                    .filter(|m| m.address == l.address && m.bound_iface == l.bound_iface)
+                    .collect();
+                let full: Vec<&crate::snapshot::Listener> =
+                    group.iter().copied().filter(|m| queue_full(m)).collect();
+                let describe = |m: &crate::snapshot::Listener| {
+                    let (q, b) = (m.accept_queue.unwrap_or(0), m.backlog.unwrap_or(0));
                     format!(
                         "accept queue of {} full ({q} waiting, backlog {b}){}",
-                        sockaddr(l.address, port),
-                        who(l)
+                        sockaddr(m.address, port),
+                        who(m)
+                    )
+                };
+                match (full.first(), full.len() == group.len()) {
+                    (None, _) => Sock::Listening,
+                    (Some(m), true) => Sock::Full(socket_ref(fam, describe(m))),
+                    (Some(m), false) => Sock::Partly(
+                        socket_ref(
+                            fam,
+                            format!(
+                                "{} of the {} SO_REUSEPORT listeners on {}: {}",
+                                full.len(),
+                                group.len(),
+                                sockaddr(l.address, port),
+                                describe(m)
+                            ),
+                        ),
+                        format!(
+                            "the connection's hash picks a listener with a full accept queue ({} of {} on {})",
+                            full.len(),
+                            group.len(),
+                            sockaddr(l.address, port)
+                        ),
                     ),
-                )),
-                _ => Sock::Listening,
-            },
+                }
+            }
             None => {
                 let others: Vec<String> = on_port
                     .iter()
@@ -408,6 +470,11 @@ enum RouteEnd {
     Via(String, bool),
     /// Cannot leave: blackhole, unreachable, prohibit, no route.
     Lost(RuleRef),
+}
+
+/// `sk_acceptq_is_full`: more connections waiting than the backlog.
+fn queue_full(l: &crate::snapshot::Listener) -> bool {
+    matches!((l.accept_queue, l.backlog), (Some(q), Some(b)) if q > b)
 }
 
 fn sockaddr(a: IpAddr, port: u16) -> String {
