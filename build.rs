@@ -94,7 +94,7 @@ fn main_page(cmd: clap::Command) -> io::Result<Vec<u8>> {
         ),
         (
             "3",
-            "unknown: the firewall could not be read or parsed, the configuration is invalid, or another run held the lock longer than lock_wait_secs.",
+            "unknown: the firewall could not be read or parsed, the configuration is invalid, another run held the lock longer than lock_wait_secs, the command line is wrong (a usage error), or the output could not be written (closed pipe, full disk).",
         ),
     ] {
         r.control("TP", [] as [&str; 0]);

@@ -40,22 +40,22 @@ pub fn config_command(c: ConfigCommand, config_path: Option<&Path>) -> anyhow::R
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| format!("defaults (no {})", config::DEFAULT_PATH));
     match c {
-        ConfigCommand::Check { .. } => println!(
+        ConfigCommand::Check { .. } => crate::outln!(
             "{origin}: valid ({} accepted exception{})",
             cfg.accept.len(),
             if cfg.accept.len() == 1 { "" } else { "s" }
         ),
         ConfigCommand::Show => {
-            println!("# effective configuration: {origin}; command-line flags override it");
+            crate::outln!("# effective configuration: {origin}; command-line flags override it");
             let t = cfg.to_toml();
-            print!("{t}");
+            crate::out!("{t}");
             if !t.ends_with('\n') {
-                println!();
+                crate::outln!();
             }
         }
     }
     for a in cfg.expired(today) {
-        println!(
+        crate::outln!(
             "# note: the exception at {} ({}) expired on {}: it no longer applies",
             a.origin,
             a.code.id(),
@@ -172,12 +172,12 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
         return Ok(0);
     }
     match args.format {
-        Format::Json => println!(
+        Format::Json => crate::outln!(
             "{}",
             serde_json::to_string_pretty(&render::json::report(&report))?
         ),
         Format::Human => {
-            print!("{}", render::human::report(&report, color(args.color)));
+            crate::out!("{}", render::human::report(&report, color(args.color)));
             if args.quiet {
                 // Cron/timer mail: the `fix` dry run (plan, proof, and the change in the
                 // detected firewall manager's terms), then the other findings' hints.
@@ -186,9 +186,9 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
                 if !plan.is_noop() {
                     let v4: Vec<String> = snap.ranges.ipv4.iter().map(|n| n.to_string()).collect();
                     let v6: Vec<String> = snap.ranges.ipv6.iter().map(|n| n.to_string()).collect();
-                    print!("\n{}", crate::fix::emit::human(&plan, &v4, &v6));
+                    crate::out!("\n{}", crate::fix::emit::human(&plan, &v4, &v6));
                 }
-                print!("{}", suggested_fixes(&report));
+                crate::out!("{}", suggested_fixes(&report));
             }
         }
     }
@@ -285,11 +285,11 @@ pub fn explain(args: ExplainArgs, cfg: &crate::config::Config) -> anyhow::Result
         eprintln!("origin-audit: could not parse {err}");
     }
     match args.format {
-        Format::Json => println!(
+        Format::Json => crate::outln!(
             "{}",
             serde_json::to_string_pretty(&render::json::explanation(&e))?
         ),
-        Format::Human => print!(
+        Format::Human => crate::out!(
             "{}",
             render::human::explanation(&e, color(ColorChoice::Auto))
         ),

@@ -1,5 +1,6 @@
 //! Entry point: parse arguments, run one command, map the outcome to an exit code.
-//! Exit codes (Nagios style): 0 ok, 1 warning, 2 critical, 3 unknown.
+//! Exit codes (Nagios style): 0 ok, 1 warning, 2 critical, 3 unknown — also for a usage error
+//! (Nagios reads 2 as CRITICAL) and for output that cannot be written (closed pipe, full disk).
 
 use anyhow::Context;
 use clap::Parser;
@@ -8,7 +9,17 @@ use origin_audit::commands::{check, config_command, explain, setup, snapshot};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; a usage error is "unknown".
+            let ok = !e.use_stderr();
+            if e.print().is_err() && ok {
+                return ExitCode::from(3);
+            }
+            return ExitCode::from(if ok { 0 } else { 3 });
+        }
+    };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -29,7 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             match args.output {
                 Some(path) => std::fs::write(&path, json + "\n")
                     .with_context(|| format!("cannot write {}", path.display()))?,
-                None => println!("{json}"),
+                None => origin_audit::outln!("{json}"),
             }
             Ok(0)
         }

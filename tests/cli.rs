@@ -441,3 +441,67 @@ fn fix_with_host_reads_the_host_like_check() {
         );
     }
 }
+
+#[test]
+fn output_that_cannot_be_written_is_unknown_not_a_panic() {
+    let u = ufw_args();
+    let base: Vec<&str> = u.iter().map(String::as_str).collect();
+    // A full disk: every command that prints.
+    for cmd in [
+        vec!["check"],
+        vec!["check", "--format", "json"],
+        vec!["explain", "173.245.48.1", "443"],
+        vec!["fix", "--emit", "iptables"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = Command::new(BIN)
+            .args(&cmd)
+            .args(&base)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{cmd:?} > /dev/full: {err}");
+        assert!(err.contains("cannot write the output"), "{cmd:?}: {err}");
+        assert!(!err.contains("panicked"), "{cmd:?}: {err}");
+    }
+    // A pipe whose reader has gone (`| head -c 10` that already exited): EPIPE on the first
+    // write, whatever the timing.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(BIN)
+        .args(["check", "--format", "json"])
+        .args(&base)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "closed pipe: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn usage_errors_are_unknown_and_help_succeeds() {
+    for args in [
+        &["check", "--no-such-flag"][..],
+        &["no-such-command"],
+        &["check", "--ports", "x"],
+    ] {
+        let o = run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!o.stderr.is_empty());
+    }
+    for args in [&["--help"][..], &["check", "--help"], &["--version"]] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        assert!(!o.stdout.is_empty());
+    }
+}

@@ -50,7 +50,7 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
     let live = args.input.snapshot.is_none() && !args.input.has_offline_dumps();
     if args.confirm {
         return Ok(if apply::confirm(&state_dir)? {
-            println!("confirmed: the applied fix stays");
+            crate::outln!("confirmed: the applied fix stays");
             0
         } else {
             eprintln!("origin-audit: no change is waiting for confirmation");
@@ -94,11 +94,11 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
         let rp = apply::revert_plan(&prepared.ruleset);
         return match apply::revert(&rp, &state_dir)? {
             None => {
-                println!("nothing to revert: no rule or set of origin-audit's is loaded");
+                crate::outln!("nothing to revert: no rule or set of origin-audit's is loaded");
                 Ok(0)
             }
             Some(dir) => {
-                println!(
+                crate::outln!(
                     "reverted: {} rule(s) removed (backup {})",
                     rp.count,
                     dir.display()
@@ -142,7 +142,7 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
             eprint!("{}", emit::human(&plan, &v4, &v6));
             return Ok(2);
         }
-        print!("{}", emit::form(&plan, form));
+        crate::out!("{}", emit::form(&plan, form));
         return Ok(if plan.is_noop() { 0 } else { 1 });
     }
 
@@ -159,7 +159,9 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
 
     // --apply
     if plan.is_noop() && plan.problems.is_empty() {
-        println!("nothing to change: every Cloudflare range is accepted on every audited port");
+        crate::outln!(
+            "nothing to change: every Cloudflare range is accepted on every audited port"
+        );
         return Ok(0);
     }
     if !plan.offerable() {
@@ -218,7 +220,7 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
     match apply::apply(&plan, &cfg, &precheck, &verify) {
         Ok(dir) => {
             print_plan(&plan, args.format, &v4, &v6)?;
-            println!(
+            crate::outln!(
                 "applied and verified against the kernel (backup {}; `origin-audit fix --revert` removes the added rules{})",
                 dir.display(),
                 if plan.remove_banned && plan.has_ban_removals() {
@@ -285,12 +287,12 @@ fn print_plan(plan: &Plan, format: Format, v4: &[String], v6: &[String]) -> anyh
                 "forms": forms,
                 "ban_advice": emit::ban_advice(plan, v4, v6),
             });
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(&v).context("serializing the plan")?
             );
         }
-        Format::Human => print!("{}", emit::human(plan, v4, v6)),
+        Format::Human => crate::out!("{}", emit::human(plan, v4, v6)),
     }
     Ok(())
 }
