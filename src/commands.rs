@@ -159,6 +159,12 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
     opts.trusted_xdp = cfg.audit.trusted_xdp.clone();
     let snap = snapshot(&input)?;
     let mut report = analysis::analyze(&snap, &opts);
+    if input.snapshot.is_none() && !input.has_offline_dumps() {
+        report.findings.extend(pending_fix_finding(Path::new(
+            crate::fix::apply::DEFAULT_STATE_DIR,
+        )));
+        report.recompute_status();
+    }
     cfg.apply(&mut report, opts.now.date());
     if let Some(path) = &args.prometheus_textfile {
         let text = render::prometheus::report(
@@ -193,6 +199,38 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
         }
     }
     Ok(report.status.exit_code())
+}
+
+/// A change `fix --apply --confirm-timeout` made and that rolls back unless confirmed: the
+/// audit describes a firewall that may change under it.
+fn pending_fix_finding(state_dir: &Path) -> Option<crate::findings::Finding> {
+    use crate::findings::{Code, Finding};
+    let (message, fix) = match crate::fix::apply::pending_change(state_dir) {
+        Ok(Some(p)) => (
+            format!(
+                "an unconfirmed firewall change (fix --apply, pid {}) rolls back at {} unless confirmed (backup {})",
+                p.pid,
+                crate::fix::apply::deadline_text(p.deadline),
+                p.backup.display()
+            ),
+            "origin-audit fix --confirm (keep it), or let it roll back",
+        ),
+        Ok(None) => return None,
+        Err(e) => (
+            format!("a pending firewall change could not be read: {e}"),
+            "check the state directory; `origin-audit fix --rollback-pending` restores the backup",
+        ),
+    };
+    Some(Finding {
+        code: Code::FixPending,
+        severity: Code::FixPending.default_severity(),
+        message,
+        ports: Vec::new(),
+        sources: Vec::new(),
+        cf_error: None,
+        rules: Vec::new(),
+        fix: Some(fix.into()),
+    })
 }
 
 /// The fix hints of the open findings, numbered, for `check --quiet` mail.
@@ -233,47 +271,15 @@ fn take_lock(
         .clone()
         .unwrap_or(cfg.audit.lock_file.clone());
     let wait = Duration::from_secs(args.lock_wait.unwrap_or(cfg.audit.lock_wait_secs));
-    match lock::acquire(&path, wait) {
-        Ok(l) => Ok(Some(l)),
-        Err(lock::LockError::Open { source, .. })
-            if !explicit
-                && matches!(
-                    source.kind(),
-                    std::io::ErrorKind::PermissionDenied
-                        | std::io::ErrorKind::ReadOnlyFilesystem
-                        | std::io::ErrorKind::NotFound
-                ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(lock::acquire_for_run(&path, wait, explicit)?)
 }
 
 /// Writes `text` to a temporary file beside `path` and renames it over `path`, so a reader
 /// (node_exporter) never sees half a file. The temporary name does not end in `.prom`, which
 /// the textfile collector would pick up.
 fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "origin-audit.prom".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("cannot write {}: {e}", path.display())
-    })
+    crate::safefs::write_atomic(path, text.as_bytes(), 0o644)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 pub fn explain(args: ExplainArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {

@@ -106,6 +106,11 @@ codes! {
         "nf_conntrack_count is at 90 % or more of nf_conntrack_max: when the table is full the \
          kernel drops new connections (\"nf_conntrack: table full, dropping packet\") and \
          Cloudflare shows 522. Fix: raise net.netfilter.nf_conntrack_max, shorten timeouts.";
+    FixPending = "fix-pending", Warning, None,
+        "A firewall change waits for confirmation",
+        "`origin-audit fix --apply --confirm-timeout` changed the firewall and waits for `fix \
+         --confirm`: unless confirmed before the deadline shown, the change is rolled back and \
+         the audit's verdicts may change with it. Fix: confirm it, or let it roll back.";
     MixedBackends = "mixed-backends", Warning, None,
         "iptables-legacy and nf_tables rules both loaded",
         "Rules are loaded through both the legacy and the nf_tables iptables backends. Both \
@@ -161,7 +166,7 @@ mod tests {
             ids.join("\n"),
             "range-dropped\nrange-rejected\nrange-rate-limited\nrange-conditional\n\
              established-blocked\nno-listener\nlistener-loopback-only\nlistener-wrong-address\n\
-             listen-queue-full\nasymmetric-route\nconntrack-full\n\
+             listen-queue-full\nasymmetric-route\nconntrack-full\nfix-pending\n\
              mixed-backends\nranges-stale\nranges-fallback\nread-failed\ndump-unparsable"
         );
         for c in Code::ALL {

@@ -18,5 +18,6 @@ pub mod out;
 pub mod ranges;
 pub mod render;
 pub mod routing;
+pub mod safefs;
 pub mod snapshot;
 pub mod tc;

@@ -1,12 +1,12 @@
 //! The run lock: two audits (the timer, cron, an admin at the shell) never overlap.
 //!
-//! Owns: [`acquire`], an exclusive `flock(2)` (std's `File::try_lock`) on a lock file, waited
-//! on for a bounded time. The lock is released when the [`RunLock`] is dropped or the process
+//! Owns: [`acquire`], an exclusive `flock(2)` (std's `File::try_lock`) on a lock file (opened
+//! without following a symlink: `safefs::open_lock`), waited on for a bounded time. The lock is released when the [`RunLock`] is dropped or the process
 //! dies (the kernel drops flocks with the last descriptor), so a crashed run never leaves a
 //! stale lock behind; the file itself may stay.
 //! Must not: decide anything about the audit; callers map [`LockError::Busy`] to exit 3.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,16 +47,10 @@ pub struct RunLock {
 /// Takes the exclusive lock on `path`, waiting up to `wait` for another run to finish.
 /// The holder's pid is written into the file so the next run's message can name it.
 pub fn acquire(path: &Path, wait: Duration) -> Result<RunLock, LockError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|source| LockError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let mut file = crate::safefs::open_lock(path).map_err(|source| LockError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let start = Instant::now();
     loop {
         match file.try_lock() {
@@ -91,6 +85,31 @@ pub fn acquire(path: &Path, wait: Duration) -> Result<RunLock, LockError> {
     let _ = file.seek(SeekFrom::Start(0));
     let _ = writeln!(file, "{}", std::process::id());
     Ok(RunLock { _file: file })
+}
+
+/// The run lock for a command: `acquire`, except that when the default lock file (`explicit`
+/// false) cannot be created — not root, read-only /run — the run goes on unlocked: only root's
+/// runs can collide on the firewall and the textfile.
+pub fn acquire_for_run(
+    path: &Path,
+    wait: Duration,
+    explicit: bool,
+) -> Result<Option<RunLock>, LockError> {
+    match acquire(path, wait) {
+        Ok(l) => Ok(Some(l)),
+        Err(LockError::Open { source, .. })
+            if !explicit
+                && matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                        | std::io::ErrorKind::NotFound
+                ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

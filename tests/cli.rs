@@ -505,3 +505,50 @@ fn usage_errors_are_unknown_and_help_succeeds() {
         assert!(!o.stdout.is_empty());
     }
 }
+
+#[test]
+fn fix_takes_the_run_lock_like_check() {
+    let d = tempfile::tempdir().unwrap();
+    let lock = d.path().join("run.lock");
+    let cfg = d.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[audit]\nlock_file = \"{}\"\nlock_wait_secs = 0\n",
+            lock.display()
+        ),
+    )
+    .unwrap();
+    // Another run holds the lock (this test process, like a running `check`).
+    let held = origin_audit::lock::acquire(&lock, std::time::Duration::ZERO).unwrap();
+    // Read-only forms only: were the lock ever skipped, `--apply` here would change the root
+    // namespace's firewall. `fix --apply` takes the same lock on the same path
+    // (src/fix/command.rs) — the lock is taken before the mode is looked at.
+    for args in [&["fix"][..], &["fix", "--emit", "iptables"]] {
+        let o = Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains("another origin-audit run"), "{args:?}: {err}");
+    }
+    drop(held);
+    // A symlinked lock file is refused, its target untouched.
+    let victim = d.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let o = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["check", "--lock-file"])
+        .arg(&lock)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("symbolic link"));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+}

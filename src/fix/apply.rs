@@ -132,10 +132,13 @@ fn run(prog: &str, args: &[&str]) -> Result<cmd::Output, CmdError> {
     cmd::run_with_timeout(prog, args, TIMEOUT)
 }
 
+/// Backups and state are root's alone: 0600, through `safefs` (no planted symlink followed).
 fn write(path: &Path, text: &str) -> Result<(), ApplyError> {
-    fs::write(path, text).map_err(|source| ApplyError::BackupWrite {
-        path: path.to_path_buf(),
-        source,
+    crate::safefs::write_atomic(path, text.as_bytes(), 0o600).map_err(|source| {
+        ApplyError::BackupWrite {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
@@ -188,11 +191,15 @@ fn existing_ipsets() -> Result<Vec<String>, CmdError> {
 /// Takes the backup of everything in `touched`. Fails (and nothing may be applied) if any dump
 /// cannot be taken or written.
 pub fn backup(state_dir: &Path, touched: &[Touched], reason: &str) -> Result<PathBuf, ApplyError> {
-    let dir = state_dir.join("backups").join(timestamp());
-    fs::create_dir_all(&dir).map_err(|source| ApplyError::BackupWrite {
-        path: dir.clone(),
+    // Absolute: the rollback marker must name the backup from any working directory.
+    let state_dir = std::path::absolute(state_dir).map_err(|source| ApplyError::BackupWrite {
+        path: state_dir.to_path_buf(),
         source,
     })?;
+    let dir = state_dir.join("backups").join(timestamp());
+    for d in [state_dir.clone(), state_dir.join("backups"), dir.clone()] {
+        crate::safefs::private_dir(&d).map_err(ApplyError::Other)?;
+    }
     let mut new_ipsets = Vec::new();
     for t in touched {
         let text = match t {
@@ -247,9 +254,13 @@ pub fn backup(state_dir: &Path, touched: &[Touched], reason: &str) -> Result<Pat
 /// nft tables (delete + recreate in one transaction), then ipsets (missing entries re-added, sets
 /// origin-audit created destroyed).
 pub fn restore(dir: &Path) -> Result<(), String> {
-    let m: Manifest = fs::read_to_string(dir.join("manifest.json"))
-        .map_err(|e| format!("{}: {e}", dir.join("manifest.json").display()))
-        .and_then(|s| serde_json::from_str(&s).map_err(|e| format!("manifest: {e}")))?;
+    // Restored as root: only a backup no other user could have written is trusted.
+    let mpath = dir.join("manifest.json");
+    let m: Manifest = match crate::safefs::trusted_file(&mpath)? {
+        Some(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", mpath.display()))?,
+        None => return Err(format!("{}: No such file", mpath.display())),
+    };
+    crate::safefs::private_dir(dir)?;
     let mut errors = Vec::new();
     for t in &m.touched {
         let file = dir.join(t.file());
@@ -268,10 +279,14 @@ pub fn restore(dir: &Path) -> Result<(), String> {
     for t in &m.touched {
         if let Touched::NftTable { family, table } = t {
             let file = dir.join(t.file());
-            let saved = match fs::read_to_string(&file) {
-                Ok(s) => s,
+            let saved = match crate::safefs::trusted_file(&file) {
+                Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+                Ok(None) => {
+                    errors.push(format!("{}: No such file", file.display()));
+                    continue;
+                }
                 Err(e) => {
-                    errors.push(format!("{}: {e}", file.display()));
+                    errors.push(e);
                     continue;
                 }
             };
@@ -279,7 +294,7 @@ pub fn restore(dir: &Path) -> Result<(), String> {
             // transaction, so the table is never seen half-restored.
             let text = format!("table {family} {table}\ndelete table {family} {table}\n{saved}");
             let rf = dir.join(format!("restore-{}", t.file()));
-            if let Err(e) = fs::write(&rf, text) {
+            if let Err(e) = crate::safefs::write_atomic(&rf, text.as_bytes(), 0o600) {
                 errors.push(format!("{}: {e}", rf.display()));
                 continue;
             }
@@ -366,12 +381,16 @@ fn state_err(path: &Path) -> impl FnOnce(io::Error) -> ApplyError + '_ {
 /// Applies an offerable plan: backup, `precheck` (the rules are still those planned on),
 /// transaction, `verify` (re-read the kernel and re-analyse;
 /// `Err(reason)` when the result is not what the proof promised), then the optional confirm wait.
-/// Any failure after the backup restores it. Returns the backup directory.
+/// Any failure after the backup restores it. Returns the backup directory. `run_lock` is held
+/// through the change and released for the confirm wait, so `check` (which then reports the
+/// pending change) and `fix --confirm` are not kept waiting; another `fix --apply` refuses
+/// while the change is pending.
 pub fn apply(
     plan: &Plan,
     cfg: &Config,
     precheck: &dyn Fn() -> Result<(), String>,
     verify: &dyn Fn() -> Result<(), String>,
+    run_lock: Option<crate::lock::RunLock>,
 ) -> Result<PathBuf, ApplyError> {
     if !plan.offerable() {
         return Err(ApplyError::Other(
@@ -398,10 +417,7 @@ pub fn apply(
         };
         let _ = fs::remove_file(&confirmed);
         let json = serde_json::to_string(&p).map_err(|e| ApplyError::Other(e.to_string()))?;
-        fs::write(&pending, json).map_err(|source| ApplyError::BackupWrite {
-            path: pending.clone(),
-            source,
-        })?;
+        write(&pending, &json)?;
     }
     let clear = || {
         let _ = fs::remove_file(&pending);
@@ -426,6 +442,7 @@ pub fn apply(
             },
             t.as_secs()
         );
+        drop(run_lock);
         let end = std::time::Instant::now() + t;
         // Bounded by the timeout; polls the marker `fix --confirm` writes.
         while std::time::Instant::now() < end {
@@ -452,7 +469,7 @@ pub fn confirm(state_dir: &Path) -> Result<bool, ApplyError> {
         return Ok(false);
     }
     let c = state_dir.join(CONFIRMED);
-    fs::write(&c, b"confirmed\n").map_err(state_err(&c))?;
+    crate::safefs::write_atomic(&c, b"confirmed\n", 0o600).map_err(state_err(&c))?;
     Ok(true)
 }
 
@@ -463,22 +480,10 @@ fn pid_alive(pid: u32) -> bool {
 /// Restores a pending change whose confirming process is gone or whose deadline passed (`force`:
 /// regardless). Returns what was done, `None` when nothing was pending or it is still waiting.
 pub fn rollback_pending(state_dir: &Path, force: bool) -> Result<Option<String>, ApplyError> {
-    let pending = state_dir.join(PENDING);
-    let text = match fs::read_to_string(&pending) {
-        Ok(t) => t,
-        // No state directory (or not a directory): nothing can be pending there.
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => return Err(state_err(&pending)(e)),
+    let Some(p) = pending_change(state_dir)? else {
+        return Ok(None);
     };
-    let p: Pending = serde_json::from_str(&text)
-        .map_err(|e| ApplyError::Other(format!("{}: {e}", pending.display())))?;
+    let pending = state_dir.join(PENDING);
     let waiting = p.pid != std::process::id() && pid_alive(p.pid) && now_secs() <= p.deadline;
     if waiting && !force {
         return Ok(None);
@@ -489,19 +494,65 @@ pub fn rollback_pending(state_dir: &Path, force: bool) -> Result<Option<String>,
         let _ = fs::remove_file(state_dir.join(CONFIRMED));
         return Ok(Some("the pending change had been confirmed; kept".into()));
     }
-    let r = restore(&p.backup);
-    let _ = fs::remove_file(&pending);
-    let _ = fs::remove_file(state_dir.join(CONFIRMED));
-    match r {
-        Ok(()) => Ok(Some(format!(
-            "an unconfirmed change was rolled back (backup {})",
-            p.backup.display()
-        ))),
+    // The marker goes only once the restore succeeded: a failed rollback stays due, and the
+    // next run (or the timer) tries again instead of reporting success doing nothing.
+    match restore(&p.backup) {
+        Ok(()) => {
+            let _ = fs::remove_file(&pending);
+            let _ = fs::remove_file(state_dir.join(CONFIRMED));
+            Ok(Some(format!(
+                "an unconfirmed change was rolled back (backup {})",
+                p.backup.display()
+            )))
+        }
         Err(e) => Err(ApplyError::Other(format!(
-            "rolling back the unconfirmed change from {} failed: {e}",
-            p.backup.display()
+            "rolling back the unconfirmed change from {} failed: {e}; the rollback stays pending \
+             ({} kept)",
+            p.backup.display(),
+            pending.display()
         ))),
     }
+}
+
+/// A rollback deadline as RFC 3339 UTC (or the raw seconds when out of range).
+pub fn deadline_text(deadline: u64) -> String {
+    i64::try_from(deadline)
+        .ok()
+        .and_then(|d| time::OffsetDateTime::from_unix_timestamp(d).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("unix time {deadline}"))
+}
+
+/// An applied change waiting for `fix --confirm`: who applied it and when it rolls back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChange {
+    pub backup: PathBuf,
+    pub pid: u32,
+    /// Unix seconds after which it is rolled back.
+    pub deadline: u64,
+}
+
+/// The pending change recorded in `state_dir`, if any. The marker is trusted only when no other
+/// user could have written it (`safefs::trusted_file`).
+pub fn pending_change(state_dir: &Path) -> Result<Option<PendingChange>, ApplyError> {
+    let pending = state_dir.join(PENDING);
+    let bytes = match crate::safefs::trusted_file(&pending) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        // No state directory (or not a directory): nothing can be pending there.
+        Err(_) if !state_dir.is_dir() => return Ok(None),
+        Err(e) => return Err(ApplyError::Other(e)),
+    };
+    let p: Pending = serde_json::from_slice(&bytes)
+        .map_err(|e| ApplyError::Other(format!("{}: {e}", pending.display())))?;
+    Ok(Some(PendingChange {
+        backup: p.backup,
+        pid: p.pid,
+        deadline: p.deadline,
+    }))
 }
 
 /// What `--revert` removes: every rule carrying origin-audit's comment, and the provider sets
@@ -644,4 +695,92 @@ pub fn revert(rp: &RevertPlan, state_dir: &Path) -> Result<Option<PathBuf>, Appl
         }
     }
     Ok(Some(dir))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn marker(state: &Path, backup: &Path) {
+        let p = Pending {
+            backup: backup.to_path_buf(),
+            // No such process: the change is due for rollback.
+            pid: u32::MAX,
+            deadline: 0,
+        };
+        write(&state.join(PENDING), &serde_json::to_string(&p).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_failed_rollback_keeps_its_marker_and_a_good_one_clears_it() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        crate::safefs::private_dir(&state).unwrap();
+        marker(&state, &d.path().join("gone"));
+        let e = rollback_pending(&state, false).unwrap_err().to_string();
+        assert!(e.contains("stays pending"), "{e}");
+        assert!(
+            state.join(PENDING).exists(),
+            "marker deleted after a failed restore"
+        );
+        assert!(pending_change(&state).unwrap().is_some());
+
+        // An empty backup restores trivially (no command runs): then the marker goes.
+        let b = backup(&state, &[], "test").unwrap();
+        marker(&state, &b);
+        let msg = rollback_pending(&state, false).unwrap().unwrap();
+        assert!(msg.contains("rolled back"), "{msg}");
+        assert!(!state.join(PENDING).exists());
+    }
+
+    #[test]
+    fn backups_are_private_and_named_absolutely_from_a_relative_state_dir() {
+        let d = tempfile::tempdir().unwrap();
+        // The same directory, spelled relative to the working directory.
+        let cwd = std::env::current_dir().unwrap();
+        let up = "../".repeat(cwd.components().count().saturating_sub(1));
+        let rel = PathBuf::from(format!(
+            "{up}{}",
+            d.path()
+                .join("st")
+                .to_string_lossy()
+                .trim_start_matches('/')
+        ));
+        assert!(rel.is_relative());
+        let b = backup(&rel, &[], "test").unwrap();
+        assert!(b.is_absolute(), "{}", b.display());
+        assert!(
+            b.canonicalize()
+                .unwrap()
+                .starts_with(d.path().canonicalize().unwrap())
+        );
+        for p in [d.path().join("st"), d.path().join("st/backups"), b.clone()] {
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o700
+            );
+        }
+        let m = fs::metadata(b.join("manifest.json")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_state_dir_others_can_write_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        fs::create_dir(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = backup(&state, &[], "test").unwrap_err().to_string();
+        assert!(e.contains("writable by group or others"), "{e}");
+        // A planted marker there is not trusted either.
+        fs::write(
+            state.join(PENDING),
+            r#"{"backup":"/x","pid":1,"deadline":0}"#,
+        )
+        .unwrap();
+        fs::set_permissions(state.join(PENDING), fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(pending_change(&state).is_err());
+    }
 }

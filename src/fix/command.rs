@@ -47,6 +47,9 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    // Absolute, so the rollback marker and its messages hold from any working directory.
+    let state_dir = std::path::absolute(&state_dir)
+        .map_err(|e| anyhow::anyhow!("state directory {}: {e}", state_dir.display()))?;
     let live = args.input.snapshot.is_none() && !args.input.has_offline_dumps();
     if args.confirm {
         return Ok(if apply::confirm(&state_dir)? {
@@ -57,6 +60,18 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
             2
         });
     }
+    // The same run lock as `check` (not for `--confirm`: it must reach a waiting `--apply`).
+    let run_lock = if live {
+        let default = PathBuf::from(crate::config::DEFAULT_LOCK_FILE);
+        let explicit = cfg.audit.lock_file != default;
+        crate::lock::acquire_for_run(
+            &cfg.audit.lock_file,
+            Duration::from_secs(cfg.audit.lock_wait_secs),
+            explicit,
+        )?
+    } else {
+        None
+    };
     if live {
         // A previous `--apply --confirm-timeout` killed while waiting: restore before anything.
         if let Some(msg) = apply::rollback_pending(&state_dir, args.rollback_pending)? {
@@ -68,6 +83,18 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
     }
     if (args.apply || args.revert) && !live {
         anyhow::bail!("--apply/--revert work on the live host only (not with --snapshot or dumps)");
+    }
+    if (args.apply || args.revert)
+        && let Some(p) = apply::pending_change(&state_dir)?
+    {
+        anyhow::bail!(
+            "an unconfirmed change (pid {}, backup {}) is pending until {}: confirm it \
+             (`origin-audit fix --confirm`) or let it roll back before changing the firewall again; \
+             nothing was applied",
+            p.pid,
+            p.backup.display(),
+            crate::fix::apply::deadline_text(p.deadline)
+        );
     }
     let mut opts = options(&args)?;
     opts.trusted_xdp = cfg.audit.trusted_xdp.clone();
@@ -217,7 +244,7 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
             Err("rules were added, removed or moved".into())
         }
     };
-    match apply::apply(&plan, &cfg, &precheck, &verify) {
+    match apply::apply(&plan, &cfg, &precheck, &verify, run_lock) {
         Ok(dir) => {
             print_plan(&plan, args.format, &v4, &v6)?;
             crate::outln!(
