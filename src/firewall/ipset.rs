@@ -146,10 +146,36 @@ fn parse_create(args: &[String]) -> Result<SetDef, String> {
             // ipset(8): a set created with `timeout` (even 0) holds entries that expire and is
             // fed by `-j SET` / fail2ban-like tools.
             "timeout" => {
+                create_number(name, "timeout", args.get(i + 1), 10)?;
                 dynamic = true;
                 i += 1;
             }
-            _ => {}
+            // The options ipset(8) lists for `create`, as `ipset save` prints them: each value
+            // must be what the kernel would have accepted, or the dump is not a real one.
+            k @ ("hashsize" | "maxelem" | "netmask" | "bucketsize" | "size") => {
+                create_number(name, k, args.get(i + 1), 10)?;
+                i += 1;
+            }
+            k @ ("initval" | "markmask") => {
+                create_number(name, k, args.get(i + 1), 16)?;
+                i += 1;
+            }
+            k @ ("range" | "bitmask") => {
+                match args.get(i + 1) {
+                    Some(v)
+                        if !v.is_empty()
+                            && v.bytes()
+                                .all(|b| b.is_ascii_hexdigit() || b"./:-".contains(&b)) => {}
+                    other => {
+                        return Err(format!(
+                            "set {name}: {k} {other:?} is not an address, CIDR or range"
+                        ));
+                    }
+                }
+                i += 1;
+            }
+            "counters" | "comment" | "skbinfo" | "forceadd" | "nomatch" => {}
+            other => return Err(format!("set {name}: unknown create option {other:?}")),
         }
         i += 1;
     }
@@ -167,6 +193,19 @@ fn parse_create(args: &[String]) -> Result<SetDef, String> {
         dynamic,
         unparsed: Vec::new(),
     })
+}
+
+/// A numeric `create` option: decimal, or hexadecimal with `0x` (`initval`, `markmask`) — what
+/// `ipset save` prints — and within 32 bits.
+fn create_number(name: &str, key: &str, v: Option<&String>, radix: u32) -> Result<u32, String> {
+    let bad = || format!("set {name}: {key} {v:?} is not a {}-bit number", 32);
+    let v = v.ok_or_else(bad)?;
+    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16),
+        None if radix == 16 && key == "initval" => return Err(bad()),
+        None => v.parse::<u32>(),
+    };
+    parsed.map_err(|_| bad())
 }
 
 fn parse_add(set: &mut SetDef, args: &[String]) -> Result<SetElem, String> {
@@ -312,6 +351,41 @@ mod tests {
         match parse(text, "dump") {
             Err(ParseError::Line { line, message, .. }) => (line, message),
             other => panic!("expected a line error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_create_options_are_refused_naming_the_option() {
+        // What `ipset save` prints for real sets parses.
+        ok(
+            "create a hash:net family inet hashsize 1024 maxelem 65536 timeout 300 bucketsize 12 initval 0x78b4752a counters comment skbinfo forceadd\n\
+            create b bitmap:port range 1-1024\n\
+            create c hash:ip,mark family inet markmask 0xffffffff hashsize 64 maxelem 8\n\
+            create d list:set size 8\n\
+            create e hash:ip family inet netmask 24\n",
+        );
+        for (text, what) in [
+            (
+                "create a hash:net family inet hashsize 1024 maxelem AAAA\n",
+                "maxelem",
+            ),
+            (
+                "create a hash:net family inet initval 0x78bj752a\n",
+                "initval",
+            ),
+            ("create a hash:net family inet initval 12\n", "initval"),
+            ("create a hash:net family inet hashsize\n", "hashsize"),
+            ("create a hash:net family inet timeout -1\n", "timeout"),
+            (
+                "create a hash:net family inet maxelem 99999999999\n",
+                "maxelem",
+            ),
+            ("create a hash:net family inet maxel\n", "maxel"),
+            ("create a bitmap:port range <script>\n", "range"),
+        ] {
+            let (line, msg) = line_err(text);
+            assert_eq!(line, 1, "{text}");
+            assert!(msg.contains(what), "{text}: {msg}");
         }
     }
 
