@@ -85,9 +85,14 @@ pub struct InputArgs {
     /// Read the provider's ranges from this file (JSON as the API returns it, or one CIDR a line).
     #[arg(long = "ranges-file", value_name = "FILE")]
     pub ranges_file: Option<PathBuf>,
-    /// Fetch the ranges from this URL instead of the provider's (mirrors, tests).
-    #[arg(long = "ranges-url", value_name = "URL")]
+    /// Fetch the ranges from this https:// URL instead of the provider's (a mirror). Plain
+    /// http:// is refused; redirects must stay https and on the same host.
+    #[arg(long = "ranges-url", value_name = "URL", value_parser = https_url)]
     pub ranges_url: Option<String>,
+    /// Also trust the CA certificate(s) in this PEM file for the ranges fetch (a mirror with a
+    /// private CA); the system roots stay trusted.
+    #[arg(long = "ranges-ca", value_name = "FILE")]
+    pub ranges_ca: Option<PathBuf>,
     /// Directory for the ranges cache (default /var/cache/origin-audit, or the user's cache dir).
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -95,6 +100,22 @@ pub struct InputArgs {
     /// host, so a candidate ruleset is audited as if it were loaded here (pre-apply hooks).
     #[arg(long = "with-host")]
     pub with_host: bool,
+}
+
+/// `--ranges-url` must be https: the list decides what the audit trusts, and over plain HTTP
+/// anyone on the path can rewrite it.
+pub fn https_url(s: &str) -> Result<String, String> {
+    let scheme = s.get(..8).filter(|p| p.eq_ignore_ascii_case("https://"));
+    if scheme.is_some() && s.len() > 8 {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "only https:// URLs are fetched (over plain HTTP anyone on the path can rewrite \
+             the list); use an https:// mirror, --ranges-ca FILE for its private CA, or \
+             --ranges-file"
+                .to_string(),
+        )
+    }
 }
 
 impl InputArgs {

@@ -78,6 +78,9 @@ pub struct RangesConfig {
     pub file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
+    /// Extra CA certificate(s), PEM, trusted for the ranges fetch (`--ranges-ca`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     pub max_age_days: i64,
     pub offline: bool,
 }
@@ -132,6 +135,7 @@ impl Default for Config {
                 url: None,
                 file: None,
                 cache_dir: None,
+                ca_file: None,
                 max_age_days: 30,
                 offline: false,
             },
@@ -209,6 +213,7 @@ struct RawRanges {
     url: Option<Spanned<String>>,
     file: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     max_age_days: Option<Spanned<i64>>,
     offline: Option<bool>,
 }
@@ -387,17 +392,14 @@ pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
         if let Some(u) = r.url {
             let span = u.span();
             let url = u.into_inner();
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(err(
-                    span,
-                    Some("ranges.url"),
-                    format!("{url:?} is not an http(s) URL"),
-                ));
+            if let Err(why) = crate::cli::https_url(&url) {
+                return Err(err(span, Some("ranges.url"), format!("{url:?}: {why}")));
             }
             c.ranges.url = Some(url);
         }
         c.ranges.file = r.file;
         c.ranges.cache_dir = r.cache_dir;
+        c.ranges.ca_file = r.ca_file;
         if let Some(m) = r.max_age_days {
             let v = *m.get_ref();
             if v < 1 {
@@ -543,6 +545,9 @@ impl Config {
         }
         if input.cache_dir.is_none() {
             input.cache_dir = self.ranges.cache_dir.clone();
+        }
+        if input.ranges_ca.is_none() {
+            input.ranges_ca = self.ranges.ca_file.clone();
         }
     }
 
@@ -720,6 +725,37 @@ mod tests {
         let d = Config::default();
         assert_eq!(c.audit, d.audit);
         assert_eq!(c.ranges, d.ranges);
+    }
+
+    #[test]
+    fn ranges_url_must_be_https_and_ca_file_is_read() {
+        let (line, key, msg) = bad("[ranges]\nurl = \"http://mirror.example/ips\"\n");
+        assert_eq!((line, key.as_str()), (2, "ranges.url"));
+        assert!(msg.contains("only https:// URLs are fetched"), "{msg}");
+        let c = parse(
+            "x",
+            "[ranges]\nurl = \"https://mirror.example/ips\"\nca_file = \"/etc/origin-audit/mirror-ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.ranges.ca_file.as_deref(),
+            Some(Path::new("/etc/origin-audit/mirror-ca.pem"))
+        );
+        let mut input = crate::cli::InputArgs::default();
+        c.merge_input(&mut input);
+        assert_eq!(input.ranges_ca, c.ranges.ca_file);
+        assert_eq!(
+            input.ranges_url.as_deref(),
+            Some("https://mirror.example/ips")
+        );
+        // A flag wins over the file.
+        let mut input = crate::cli::InputArgs {
+            ranges_ca: Some(PathBuf::from("/tmp/other.pem")),
+            ..Default::default()
+        };
+        c.merge_input(&mut input);
+        assert_eq!(input.ranges_ca, Some(PathBuf::from("/tmp/other.pem")));
+        assert_eq!(parse("shown", &c.to_toml()).unwrap().ranges, c.ranges);
     }
 
     #[test]

@@ -89,6 +89,8 @@ fn load_ranges(input: &InputArgs) -> anyhow::Result<ProviderRanges> {
         file: input.ranges_file.clone(),
         url: input.ranges_url.clone(),
         cache_dir: input.cache_dir.clone(),
+        ca_file: input.ranges_ca.clone(),
+        ..Default::default()
     };
     Ok(crate::ranges::fetch::load(
         &crate::ranges::cloudflare(),

@@ -1,8 +1,23 @@
 //! The only I/O for ranges: HTTPS fetch (reqwest blocking + rustls, `If-None-Match`), the
-//! atomic cache file, and `--ranges-file`.
+//! atomic cache file, `--ranges-file` and the `--ranges-ca` file.
 //!
-//! Owns: the fallback order and the cache format. Must not: judge entries itself (that is
-//! `validate`, pure) or decide verdicts.
+//! Owns: the fallback order, the cache format, and the transport rules. Must not: judge entries
+//! itself (that is `validate` and `policy`, pure) or decide verdicts.
+//!
+//! Transport rules, because the fetched list decides what the audit trusts:
+//! - only `https://` URLs are fetched (a plain `http://` URL is refused before any request);
+//! - a redirect is followed only if it stays `https://` and on the original host (or a host
+//!   under cloudflare.com), at most [`MAX_REDIRECTS`] times;
+//! - one deadline ([`FETCH_DEADLINE`]) bounds the whole fetch step — every URL tried, connect,
+//!   headers and body — and the body is read in chunks against it and capped at 1 MiB, so a
+//!   server trickling bytes cannot hold a run;
+//! - extra trust for a mirror with a private CA comes only from `--ranges-ca FILE` / `[ranges]
+//!   ca_file` (PEM), added to the system roots.
+//!
+//! Every list, whatever its source, passes `validate` (syntax) and `policy::check_static`
+//! (allocations, special-purpose space, counts); a fetched list must also stay within
+//! `policy::check_change` of the last good list (the cache, else the bundled list). A refused
+//! list is never cached: the last good list is used and the refusal becomes a problem.
 //!
 //! Order, see [`load`]:
 //! 1. `--ranges-file`: that file or an error — the admin asked for it, so a refused file is never
@@ -20,20 +35,22 @@
 //! "ipv4": [...], "ipv6": [...]}`. Written atomically: a temp file in the same directory, fsync,
 //! rename, mode 0644 (the lists are public; a root-run timer and an unprivileged `check` share it).
 
+use super::policy;
 use super::validate::{self, Expect, Lists, RangesError};
 use super::{Provider, ProviderRanges, RangeSource};
-use reqwest::StatusCode;
-use reqwest::blocking::{Client, ClientBuilder};
+use reqwest::blocking::Client;
 use reqwest::header::{ETAG, HeaderValue, IF_NONE_MATCH};
+use reqwest::redirect::Policy;
+use reqwest::{Certificate, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Never touch the network: cache, else bundled.
     pub offline: bool,
@@ -44,22 +61,94 @@ pub struct LoadOptions {
     pub url: Option<String>,
     /// Cache directory; default see [`default_cache_dir`].
     pub cache_dir: Option<PathBuf>,
+    /// `--ranges-ca` / `[ranges] ca_file`: PEM certificate(s) trusted in addition to the
+    /// system roots, for a mirror with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Bound on the whole fetch step (every URL tried; connect, headers, body). Not a flag or
+    /// config key: production uses [`FETCH_DEADLINE`]; tests pass a small value.
+    pub deadline: Duration,
 }
 
-/// Connect and whole-request timeouts: the fetch runs before every audit, and a dead network
-/// must cost seconds, not minutes, before the cache is used.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// The real lists are ~1 KiB; anything this big is not a range list.
-const MAX_BODY: u64 = 1 << 20;
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            offline: false,
+            file: None,
+            url: None,
+            cache_dir: None,
+            ca_file: None,
+            deadline: FETCH_DEADLINE,
+        }
+    }
+}
 
-/// The HTTP client configuration production uses (rustls, timeouts, user agent). Public so a
-/// test can add a private root certificate and still exercise the same settings.
-pub fn client_builder() -> ClientBuilder {
-    Client::builder()
+/// The fetch runs before every audit, and a dead or slow network must cost seconds, not
+/// minutes, before the cache is used. The connect timeout applies per connection; the deadline
+/// to everything together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const FETCH_DEADLINE: Duration = Duration::from_secs(20);
+/// The real lists are ~1 KiB; anything this big is not a range list.
+const MAX_BODY: usize = 1 << 20;
+/// Redirects followed per request (each must pass [`redirect_refusal`]).
+pub const MAX_REDIRECTS: usize = 5;
+
+/// The HTTP client: rustls, https only, the redirect rule, the extra CA if configured.
+/// reqwest's blocking `timeout` is per read, so it does not bound a trickling body: each
+/// request also gets the time left to the deadline as its (total) timeout, and [`get`] checks
+/// the deadline between chunks.
+fn client(opts: &LoadOptions) -> Result<Client, RangesError> {
+    let mut b = Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(TOTAL_TIMEOUT)
-        .user_agent(concat!("origin-audit/", env!("CARGO_PKG_VERSION")))
+        .timeout(opts.deadline)
+        .https_only(true)
+        .redirect(Policy::custom(|attempt| {
+            match redirect_refusal(
+                attempt.previous().first(),
+                attempt.url(),
+                attempt.previous().len(),
+            ) {
+                Some(why) => attempt.error(why),
+                None => attempt.follow(),
+            }
+        }))
+        .user_agent(concat!("origin-audit/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &opts.ca_file {
+        let bad = |reason: String| RangesError::Io {
+            origin: format!("CA file {}", path.display()),
+            reason,
+        };
+        let pem = fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad(format!("not PEM certificates: {}", error_chain(&e))))?;
+        if certs.is_empty() {
+            return Err(bad("holds no PEM certificate".to_string()));
+        }
+        b = b.tls_certs_merge(certs);
+    }
+    b.build().map_err(|e| RangesError::Http {
+        origin: "HTTP client".to_string(),
+        reason: error_chain(&e),
+    })
+}
+
+/// Why a redirect from `first` (the URL originally asked for) to `next` is refused, if it is.
+/// Allowed: https, and the same host as `first` or a host under cloudflare.com; at most
+/// [`MAX_REDIRECTS`] hops (`hops` = URLs visited so far).
+fn redirect_refusal(first: Option<&Url>, next: &Url, hops: usize) -> Option<String> {
+    let why = if hops > MAX_REDIRECTS {
+        format!("more than {MAX_REDIRECTS} redirects")
+    } else if next.scheme() != "https" {
+        "it leaves https".to_string()
+    } else {
+        let host = next.host_str().unwrap_or("");
+        let orig = first.and_then(Url::host_str).unwrap_or("");
+        let cloudflare = host == "cloudflare.com" || host.ends_with(".cloudflare.com");
+        if host == orig || cloudflare {
+            return None;
+        }
+        format!("{host} is neither {orig} nor a host under cloudflare.com")
+    };
+    Some(format!("redirect to {next} refused: {why}"))
 }
 
 /// Load the provider's ranges: `--ranges-file`, else fresh fetch → cache → bundled.
@@ -77,32 +166,8 @@ pub fn client_builder() -> ClientBuilder {
 /// the cached list is current, so its age is zero; the cache's `fetched_at` is refreshed too, so
 /// a later `offline` run reports the same age.
 pub fn load(provider: &Provider, opts: &LoadOptions) -> Result<ProviderRanges, RangesError> {
-    load_with(provider, opts, &|| {
-        client_builder().build().map_err(|e| RangesError::Http {
-            origin: "HTTP client".to_string(),
-            reason: error_chain(&e),
-        })
-    })
-}
-
-/// [`load`] with a caller-built client (tests: a private root certificate for an HTTPS server).
-pub fn load_with_client(
-    provider: &Provider,
-    opts: &LoadOptions,
-    client: &Client,
-) -> Result<ProviderRanges, RangesError> {
-    load_with(provider, opts, &|| Ok(client.clone()))
-}
-
-type MakeClient<'a> = &'a dyn Fn() -> Result<Client, RangesError>;
-
-fn load_with(
-    provider: &Provider,
-    opts: &LoadOptions,
-    make_client: MakeClient<'_>,
-) -> Result<ProviderRanges, RangesError> {
     if let Some(path) = &opts.file {
-        return read_ranges_file(&provider.name, path);
+        return read_ranges_file(provider, path);
     }
     let mut problems = Vec::new();
     let cache_path = match opts.cache_dir.clone().or_else(default_cache_dir) {
@@ -115,7 +180,7 @@ fn load_with(
             None
         }
     };
-    let (cached, cache_problem) = match cache_path.as_deref().map(read_cache) {
+    let (cached, cache_problem) = match cache_path.as_deref().map(|p| read_cache(provider, p)) {
         None | Some(Ok(None)) => (None, None),
         Some(Ok(Some(c))) => (Some(c), None),
         Some(Err(e)) => (None, Some(format!("cached ranges ignored: {e}"))),
@@ -130,9 +195,36 @@ fn load_with(
     }
 
     let cached_etag = cached.as_ref().and_then(|c| c.file.etag.clone());
-    let fetched = make_client()
-        .map_err(|e| e.to_string())
-        .and_then(|client| fetch_fresh(&client, provider, opts, cached_etag.as_deref()));
+    // The last good list a fetched one is compared with: the cache, else the bundled list.
+    let bundled_lists;
+    let baseline = match &cached {
+        Some(c) => Baseline {
+            lists: &c.lists,
+            name: format!("the cache from {}", c.file.fetched_at),
+        },
+        None => {
+            let b = provider.bundled_ranges()?;
+            bundled_lists = Lists {
+                ipv4: b.ipv4,
+                ipv6: b.ipv6,
+            };
+            Baseline {
+                lists: &bundled_lists,
+                name: format!("the bundled list of {}", provider.bundled.as_of),
+            }
+        }
+    };
+    let deadline = Instant::now() + opts.deadline;
+    let fetched = client(opts).map_err(|e| e.to_string()).and_then(|client| {
+        fetch_fresh(
+            &client,
+            provider,
+            opts,
+            cached_etag.as_deref(),
+            &baseline,
+            deadline,
+        )
+    });
     match (fetched, cached) {
         (Ok(Fresh::NotModified), Some(mut c)) => {
             let now = now_rfc3339();
@@ -225,7 +317,9 @@ fn now_rfc3339() -> String {
 // ---------------------------------------------------------------------------------------------
 // --ranges-file
 
-fn read_ranges_file(provider: &str, path: &Path) -> Result<ProviderRanges, RangesError> {
+/// A `--ranges-file` passes the same syntax and plausibility checks as a fetched list (not the
+/// change bound: the admin chose this list, there is no "previous" one).
+fn read_ranges_file(provider: &Provider, path: &Path) -> Result<ProviderRanges, RangesError> {
     let origin = path.display().to_string();
     let io = |e: std::io::Error| RangesError::Io {
         origin: origin.clone(),
@@ -238,6 +332,7 @@ fn read_ranges_file(provider: &str, path: &Path) -> Result<ProviderRanges, Range
         reason: "not UTF-8 text".to_string(),
     })?;
     let (lists, etag) = validate::parse_any(&origin, &text)?;
+    provider.check_plausible(&origin, &lists)?;
     // The file's own modification time is the best "as of" there is: it is when the admin (or
     // their script) saved this list.
     let as_of = meta
@@ -248,7 +343,7 @@ fn read_ranges_file(provider: &str, path: &Path) -> Result<ProviderRanges, Range
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(now_rfc3339);
     Ok(ProviderRanges {
-        provider: provider.to_string(),
+        provider: provider.name.clone(),
         source: RangeSource::File,
         as_of,
         ipv4: lists.ipv4,
@@ -271,18 +366,44 @@ enum Response {
     Body { text: String, etag: Option<String> },
 }
 
+/// The last good list and how to name it in a refusal.
+struct Baseline<'a> {
+    lists: &'a Lists,
+    name: String,
+}
+
 /// Fetch from the API (or `--ranges-url`), falling back to the provider's text URLs. The error
-/// is a sentence naming every URL tried and why each failed.
+/// is a sentence naming every URL tried and why each failed. A list is returned only if it
+/// passes the plausibility checks and the change bound against `baseline`.
 fn fetch_fresh(
     client: &Client,
     provider: &Provider,
     opts: &LoadOptions,
     cached_etag: Option<&str>,
+    baseline: &Baseline<'_>,
+    deadline: Instant,
 ) -> Result<Fresh, String> {
+    let plausible = |origin: &str, lists: Lists| -> Result<Lists, RangesError> {
+        provider.check_plausible(origin, &lists)?;
+        policy::check_change(
+            origin,
+            baseline.lists,
+            &baseline.name,
+            &lists,
+            provider.limits.max_change_percent,
+        )?;
+        Ok(lists)
+    };
+    let deadline = Deadline {
+        at: deadline,
+        total: opts.deadline,
+    };
     let api = opts.url.as_deref().unwrap_or(&provider.api_url);
-    let api_err = match get(client, api, cached_etag) {
+    let api_err = match get(client, api, cached_etag, deadline) {
         Ok(Response::NotModified) => return Ok(Fresh::NotModified),
-        Ok(Response::Body { text, etag }) => match validate::parse_any(api, &text) {
+        Ok(Response::Body { text, etag }) => match validate::parse_any(api, &text)
+            .and_then(|(l, json_etag)| Ok((plausible(api, l)?, json_etag)))
+        {
             // Prefer the HTTP ETag (what If-None-Match is compared against); the API's
             // `result.etag` is the fallback for servers that send no header.
             Ok((lists, json_etag)) => {
@@ -304,7 +425,7 @@ fn fetch_fresh(
             (&provider.text_url_v4, Expect::V4),
             (&provider.text_url_v6, Expect::V6),
         ] {
-            let text = match get(client, url, None)? {
+            let text = match get(client, url, None, deadline)? {
                 Response::Body { text, .. } => text,
                 Response::NotModified => {
                     return Err(RangesError::Http {
@@ -315,10 +436,8 @@ fn fetch_fresh(
             };
             nets.extend(validate::parse_text(url, &text, expect)?);
         }
-        validate::finish(
-            &format!("{} + {}", provider.text_url_v4, provider.text_url_v6),
-            nets,
-        )
+        let origin = format!("{} + {}", provider.text_url_v4, provider.text_url_v6);
+        plausible(&origin, validate::finish(&origin, nets)?)
     };
     match text_lists() {
         Ok(lists) => Ok(Fresh::New { lists, etag: None }),
@@ -326,21 +445,65 @@ fn fetch_fresh(
     }
 }
 
-fn get(client: &Client, url: &str, etag: Option<&str>) -> Result<Response, RangesError> {
+/// When the whole fetch step must be over, and how long it was given (for messages).
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    total: Duration,
+}
+
+impl Deadline {
+    fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    fn message(&self, what: &str) -> String {
+        format!(
+            "no complete answer within the {:?} deadline for the whole fetch (connect, headers \
+             and body): {what}",
+            self.total
+        )
+    }
+}
+
+fn get(
+    client: &Client,
+    url: &str,
+    etag: Option<&str>,
+    deadline: Deadline,
+) -> Result<Response, RangesError> {
     let http = |reason: String| RangesError::Http {
         origin: url.to_string(),
         reason,
     };
-    let mut req = client.get(url);
+    // The client is https-only too; this gives the clear message before any connection.
+    if Url::parse(url)
+        .map(|u| u.scheme() != "https")
+        .unwrap_or(true)
+    {
+        return Err(RangesError::NotHttps {
+            origin: url.to_string(),
+        });
+    }
+    let left = deadline.at.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(http(deadline.message("no time left for this URL")));
+    }
+    // A per-request timeout is reqwest's total one: it also ends a body still being read.
+    let mut req = client.get(url).timeout(left);
     // An etag that cannot be a header value (hand-edited cache) just makes the request
     // unconditional.
     if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&entity_tag(e)).ok()) {
         req = req.header(IF_NONE_MATCH, v);
     }
     // `without_url`: the URL is already the error's origin; do not repeat it.
-    let resp = req
-        .send()
-        .map_err(|e| http(error_chain(&e.without_url())))?;
+    let mut resp = req.send().map_err(|e| {
+        if deadline.passed() {
+            http(deadline.message("no response headers"))
+        } else {
+            http(error_chain(&e.without_url()))
+        }
+    })?;
     let status = resp.status();
     if status == StatusCode::NOT_MODIFIED {
         return Ok(Response::NotModified);
@@ -353,15 +516,33 @@ fn get(client: &Client, url: &str, etag: Option<&str>) -> Result<Response, Range
         .get(ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // In chunks, checking the deadline between them: a server sending one byte a second must
+    // not hold the run.
     let mut body = Vec::new();
-    resp.take(MAX_BODY + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| http(format!("reading the body: {e}")))?;
-    if body.len() as u64 > MAX_BODY {
-        return Err(RangesError::Malformed {
-            origin: url.to_string(),
-            reason: format!("body larger than {MAX_BODY} bytes"),
-        });
+    let mut chunk = [0u8; 8192];
+    loop {
+        if deadline.passed() {
+            return Err(http(
+                deadline.message(&format!("body cut after {} bytes", body.len())),
+            ));
+        }
+        match resp.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) if deadline.passed() => {
+                return Err(http(
+                    deadline.message(&format!("body cut after {} bytes", body.len())),
+                ));
+            }
+            Err(e) => return Err(http(format!("reading the body: {e}"))),
+        }
+        if body.len() > MAX_BODY {
+            return Err(RangesError::Malformed {
+                origin: url.to_string(),
+                reason: format!("body larger than {MAX_BODY} bytes"),
+            });
+        }
     }
     let text = String::from_utf8(body).map_err(|_| RangesError::Malformed {
         origin: url.to_string(),
@@ -444,8 +625,10 @@ fn euid_from_status(status: &str) -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// `Ok(None)`: no cache yet. `Err`: there is a file but it cannot be trusted.
-fn read_cache(path: &Path) -> Result<Option<Cached>, RangesError> {
+/// `Ok(None)`: no cache yet. `Err`: there is a file but it cannot be trusted. The cache passes
+/// the plausibility checks again on every read, so a list cached by an older, laxer version is
+/// not used.
+fn read_cache(provider: &Provider, path: &Path) -> Result<Option<Cached>, RangesError> {
     let origin = format!("cache {}", path.display());
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
@@ -468,6 +651,7 @@ fn read_cache(path: &Path) -> Result<Option<Cached>, RangesError> {
         });
     }
     let lists = validate::validate_named(&origin, "ipv4", &file.ipv4, "ipv6", &file.ipv6)?;
+    provider.check_plausible(&origin, &lists)?;
     Ok(Some(Cached { file, lists }))
 }
 
@@ -531,6 +715,33 @@ mod tests {
         let status = "Uid:\t0\t1000\t1000\t1000\n";
         assert_eq!(euid_from_status(status), Some(1000));
         assert_eq!(euid_from_status("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn redirects_stay_https_and_on_the_host() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let first = u("https://mirror.example/ips");
+        let ok = |next: &str| redirect_refusal(Some(&first), &u(next), 1);
+        assert_eq!(ok("https://mirror.example/ips/v2"), None);
+        assert_eq!(ok("https://mirror.example:8443/ips"), None);
+        assert_eq!(ok("https://www.cloudflare.com/ips-v4"), None);
+        assert_eq!(ok("https://cloudflare.com/ips-v4"), None);
+        assert_eq!(
+            ok("http://mirror.example/ips").as_deref(),
+            Some("redirect to http://mirror.example/ips refused: it leaves https")
+        );
+        assert_eq!(
+            ok("https://evil.example/ips").as_deref(),
+            Some(
+                "redirect to https://evil.example/ips refused: evil.example is neither \
+                 mirror.example nor a host under cloudflare.com"
+            )
+        );
+        // A look-alike suffix is not "under cloudflare.com".
+        assert!(ok("https://evilcloudflare.com/ips").is_some());
+        assert!(ok("https://cloudflare.com.evil.example/ips").is_some());
+        let far = redirect_refusal(Some(&first), &u("https://mirror.example/x"), 6);
+        assert!(far.unwrap().contains("more than 5 redirects"));
     }
 
     #[test]

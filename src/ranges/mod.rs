@@ -1,5 +1,7 @@
 //! Provider ranges: the bundled snapshot from `rules/cloudflare.toml`, HTTPS fetch with an ETag
-//! cache, strict validation, and the fallback order fresh fetch → cache → bundled.
+//! cache, strict validation (syntax in `validate`, plausibility — allocations, special-purpose
+//! space, counts, bounded change — in `policy`), and the fallback order fresh fetch → cache →
+//! bundled.
 //!
 //! Owns: [`ProviderRanges`] (what the analysis consumes, with where it came from and its age),
 //! [`Provider`] (endpoints, proxied ports, bundled list), validation (`validate`, pure).
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub mod policy;
 pub mod validate;
 pub use validate::RangesError;
 
@@ -77,6 +80,10 @@ pub struct Provider {
     pub text_url_v6: String,
     pub http_ports: Vec<u16>,
     pub https_ports: Vec<u16>,
+    /// The blocks every listed prefix must lie inside (the provider's RIR allocations).
+    pub allocations: policy::Allocations,
+    /// Plausible counts and the largest change one fetch may make.
+    pub limits: policy::Limits,
     /// The compiled-in snapshot.
     pub bundled: Bundled,
 }
@@ -129,6 +136,7 @@ pub fn parse_provider(origin: &str, text: &str) -> Result<Provider, RangesError>
             return Err(bad(format!("{name} must be non-empty and not contain 0")));
         }
     }
+    p.check_own_data().map_err(bad)?;
     p.bundled_lists(origin)?;
     Ok(p)
 }
@@ -147,14 +155,69 @@ impl Provider {
         v
     }
 
+    /// `[allocations]` and `[limits]` must be usable: allocations without host bits, outside
+    /// special-purpose space and no wider than any list entry may be; bounds ordered.
+    fn check_own_data(&self) -> Result<(), String> {
+        let a = &self.allocations;
+        if a.ipv4.is_empty() || a.ipv6.is_empty() {
+            return Err("allocations.ipv4 and allocations.ipv6 must be non-empty".to_string());
+        }
+        let nets = a
+            .ipv4
+            .iter()
+            .map(|n| ipnet::IpNet::V4(*n))
+            .chain(a.ipv6.iter().map(|n| ipnet::IpNet::V6(*n)));
+        for n in nets {
+            let (min, special) = match n {
+                ipnet::IpNet::V4(v) => {
+                    (validate::MIN_PREFIX_V4, policy::special_v4(&v).map(|x| x.0))
+                }
+                ipnet::IpNet::V6(v) => {
+                    (validate::MIN_PREFIX_V6, policy::special_v6(&v).map(|x| x.0))
+                }
+            };
+            if n.trunc() != n {
+                return Err(format!("allocation {n} has host bits set"));
+            }
+            if n.prefix_len() < min {
+                return Err(format!("allocation {n} is wider than /{min}"));
+            }
+            if let Some(class) = special {
+                return Err(format!("allocation {n} is {class} space"));
+            }
+        }
+        let l = &self.limits;
+        for (name, b) in [("ipv4_count", l.ipv4_count), ("ipv6_count", l.ipv6_count)] {
+            if b.min < 1 || b.min > b.max {
+                return Err(format!("limits.{name} needs 1 <= min <= max"));
+            }
+        }
+        if !(1..=100).contains(&l.max_change_percent) {
+            return Err("limits.max_change_percent must be within 1..=100".to_string());
+        }
+        Ok(())
+    }
+
+    /// The checks every list must pass besides syntax: inside the allocations, no
+    /// special-purpose space, plausible counts ([`policy::check_static`]).
+    pub fn check_plausible(
+        &self,
+        origin: &str,
+        lists: &validate::Lists,
+    ) -> Result<(), RangesError> {
+        policy::check_static(origin, &self.name, &self.allocations, &self.limits, lists)
+    }
+
     fn bundled_lists(&self, origin: &str) -> Result<validate::Lists, RangesError> {
-        validate::validate_named(
+        let lists = validate::validate_named(
             origin,
             "bundled.ipv4",
             &self.bundled.ipv4,
             "bundled.ipv6",
             &self.bundled.ipv6,
-        )
+        )?;
+        self.check_plausible(origin, &lists)?;
+        Ok(lists)
     }
 
     /// The compiled-in snapshot as ranges (source `bundled`, `as_of` its date, no problems).
@@ -216,6 +279,37 @@ mod tests {
         assert!(matches!(e, Err(RangesError::Provider { .. })), "{e:?}");
         let e = parse_provider("x.toml", &format!("{CLOUDFLARE_TOML}\nunknown = 1\n"));
         assert!(matches!(e, Err(RangesError::Provider { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn provider_allocations_and_limits_are_checked() {
+        // A bundled entry outside the allocations.
+        // (104.24.0.0/14 is only in the bundled list.)
+        let text =
+            CLOUDFLARE_TOML.replace("\"104.24.0.0/14\",", "\"104.24.0.0/14\", \"8.8.8.0/24\",");
+        let e = parse_provider("x.toml", &text).unwrap_err();
+        assert!(matches!(e, RangesError::OutsideAllocations { .. }), "{e}");
+        for (from, to, why) in [
+            ("\"104.16.0.0/12\"", "\"104.16.0.1/12\"", "host bits"),
+            ("\"104.16.0.0/12\"", "\"10.0.0.0/8\"", "private-use"),
+            (
+                "{ min = 5, max = 200 }",
+                "{ min = 300, max = 200 }",
+                "min <= max",
+            ),
+            (
+                "max_change_percent = 50",
+                "max_change_percent = 0",
+                "1..=100",
+            ),
+        ] {
+            assert!(CLOUDFLARE_TOML.contains(from), "{from}");
+            let e = parse_provider("x.toml", &CLOUDFLARE_TOML.replacen(from, to, 1)).unwrap_err();
+            assert!(
+                matches!(e, RangesError::Provider { ref reason, .. } if reason.contains(why)),
+                "{from}: {e}"
+            );
+        }
     }
 
     fn at(as_of: &str) -> ProviderRanges {

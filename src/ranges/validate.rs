@@ -62,6 +62,57 @@ pub enum RangesError {
         origin: String,
         family: &'static str,
     },
+    #[error("{origin}: {entry} is {class} space ({block}), never a provider's range")]
+    SpecialPurpose {
+        origin: String,
+        entry: String,
+        class: &'static str,
+        block: String,
+    },
+    #[error(
+        "{origin}: {entry} is outside every allocation of {provider} \
+         (rules/{provider}.toml [allocations]): not {provider}'s range"
+    )]
+    OutsideAllocations {
+        origin: String,
+        entry: String,
+        provider: String,
+    },
+    #[error(
+        "{origin}: {count} {family} ranges, outside the plausible {min}..={max} for {provider} \
+         (rules/{provider}.toml [limits])"
+    )]
+    Count {
+        origin: String,
+        provider: String,
+        family: &'static str,
+        count: usize,
+        min: usize,
+        max: usize,
+    },
+    #[error(
+        "{origin}: the {family} list changes too much at once compared with {baseline}: \
+         +{added_percent}% / -{removed_percent}% of its address space (limit {limit_percent}%); \
+         added: {}; removed: {}",
+        super::policy::shortened(added),
+        super::policy::shortened(removed)
+    )]
+    TooMuchChange {
+        origin: String,
+        family: &'static str,
+        baseline: String,
+        added_percent: u32,
+        removed_percent: u32,
+        limit_percent: u8,
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
+    #[error(
+        "{origin}: refused: only https:// URLs are fetched (over plain HTTP anyone on the path \
+         can rewrite the list); use an https:// mirror (--ranges-ca FILE trusts a private CA) \
+         or --ranges-file"
+    )]
+    NotHttps { origin: String },
     #[error("{origin}: not a list of ranges: {reason}")]
     Malformed { origin: String, reason: String },
     #[error("{origin}: HTTP request failed: {reason}")]
@@ -82,6 +133,11 @@ impl RangesError {
             | RangesError::TooWide { origin, .. }
             | RangesError::WrongFamily { origin, .. }
             | RangesError::MissingFamily { origin, .. }
+            | RangesError::SpecialPurpose { origin, .. }
+            | RangesError::OutsideAllocations { origin, .. }
+            | RangesError::Count { origin, .. }
+            | RangesError::TooMuchChange { origin, .. }
+            | RangesError::NotHttps { origin }
             | RangesError::Malformed { origin, .. }
             | RangesError::Http { origin, .. }
             | RangesError::Io { origin, .. }
