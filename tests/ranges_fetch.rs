@@ -1042,7 +1042,7 @@ fn check_with_a_hostile_mirror_reports_ranges_fallback_not_ok() {
         .args(["check", "--ranges-url", "http://mirror.example/ips"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "clap usage error");
+    assert_eq!(o.status.code(), Some(3), "a usage error is unknown (exit 3)");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("only https:// URLs are fetched"), "{err}");
 }
