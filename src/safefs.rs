@@ -122,6 +122,22 @@ pub fn private_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// Checks an existing directory whose files are read back as trusted data (not a symlink, owned
+/// by root or this user, not writable by group or others). A missing one is fine.
+pub fn trusted_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(())
+        }
+        _ => private_dir(dir),
+    }
+}
+
 /// Reads a file origin-audit wrote earlier and will trust (cache, state): not a symlink,
 /// owned by root or this user, not writable by group or others. `Ok(None)`: it does not exist.
 pub fn trusted_file(path: &Path) -> Result<Option<Vec<u8>>, String> {

@@ -1042,7 +1042,11 @@ fn check_with_a_hostile_mirror_reports_ranges_fallback_not_ok() {
         .args(["check", "--ranges-url", "http://mirror.example/ips"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(3), "a usage error is unknown (exit 3)");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "a usage error is unknown (exit 3)"
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("only https:// URLs are fetched"), "{err}");
 }
@@ -1151,4 +1155,47 @@ fn a_trickling_body_is_cut_at_the_deadline() {
     );
     assert!(p.contains("body cut after"), "{p}");
     assert!(!dir.path().join("cloudflare.json").exists());
+}
+
+#[test]
+fn a_cache_others_can_write_or_planted_by_another_user_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = provider_at(&closed_url(), &closed_url(), &closed_url());
+    // A list that drops nothing Cloudflare really uses would audit as OK: planted by another user.
+    let planted = r#"{"etag":null,"fetched_at":"2026-11-01T00:00:00Z","ipv4":["173.245.48.0/20","103.21.244.0/22","103.22.200.0/22","103.31.4.0/22","141.101.64.0/18"],"ipv6":["2400:cb00::/32","2606:4700::/32"]}"#;
+
+    // World-writable cache directory: refused outright, naming the directory.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cloudflare.json"), planted).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut o = opts(dir.path());
+    o.offline = true;
+    let e = load(&p, &o).unwrap_err().to_string();
+    assert!(e.contains("writable by group or others"), "{e}");
+    assert!(e.contains("--cache-dir"), "{e}");
+
+    // A private directory, but the file belongs to another user (as root, chown to nobody):
+    // ignored with a problem, the bundled list used.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let f = dir.path().join("cloudflare.json");
+    std::os::unix::fs::chown(&f, Some(65534), Some(65534)).expect("the suite runs as root");
+    let r = load(&p, &o).unwrap();
+    assert_eq!(r.source, RangeSource::Bundled);
+    assert!(
+        r.problems.iter().any(|x| x.contains("owned by uid 65534")),
+        "{:?}",
+        r.problems
+    );
+    // A symlinked cache file is not followed either.
+    std::fs::remove_file(&f).unwrap();
+    let elsewhere = dir.path().join("elsewhere.json");
+    std::fs::write(&elsewhere, planted).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &f).unwrap();
+    let r = load(&p, &o).unwrap();
+    assert_eq!(r.source, RangeSource::Bundled);
+    assert!(
+        r.problems.iter().any(|x| x.contains("symbolic link")),
+        "{:?}",
+        r.problems
+    );
 }

@@ -44,7 +44,7 @@ use reqwest::redirect::Policy;
 use reqwest::{Certificate, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -180,6 +180,14 @@ pub fn load(provider: &Provider, opts: &LoadOptions) -> Result<ProviderRanges, R
             None
         }
     };
+    // A cache directory another user can write could hold a planted list: refused outright
+    // (exit 3), so it is fixed or `--cache-dir` names another one.
+    if let Some(dir) = cache_path.as_deref().and_then(Path::parent) {
+        crate::safefs::trusted_dir(dir).map_err(|reason| RangesError::Io {
+            origin: "cache directory".into(),
+            reason: format!("{reason} (or pass --cache-dir)"),
+        })?;
+    }
     let (cached, cache_problem) = match cache_path.as_deref().map(|p| read_cache(provider, p)) {
         None | Some(Ok(None)) => (None, None),
         Some(Ok(Some(c))) => (Some(c), None),
@@ -630,15 +638,11 @@ fn euid_from_status(status: &str) -> Option<u32> {
 /// not used.
 fn read_cache(provider: &Provider, path: &Path) -> Result<Option<Cached>, RangesError> {
     let origin = format!("cache {}", path.display());
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(RangesError::Io {
-                origin,
-                reason: e.to_string(),
-            });
-        }
+    // Not a symlink, not another user's, not writable by others: else not trusted.
+    let text = match crate::safefs::trusted_file(path) {
+        Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Ok(None) => return Ok(None),
+        Err(reason) => return Err(RangesError::Io { origin, reason }),
     };
     let file: CacheFile = serde_json::from_str(&text).map_err(|e| RangesError::Malformed {
         origin: origin.clone(),
@@ -657,7 +661,6 @@ fn read_cache(provider: &Provider, path: &Path) -> Result<Option<Cached>, Ranges
 
 /// Write the cache atomically: a reader sees the old file or the new one, never half of one.
 fn write_cache(path: &Path, file: &CacheFile) -> Result<(), RangesError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let origin = format!("cache {}", path.display());
     let io = |what: &str, e: std::io::Error| RangesError::Io {
         origin: origin.clone(),
@@ -673,28 +676,10 @@ fn write_cache(path: &Path, file: &CacheFile) -> Result<(), RangesError> {
         reason: e.to_string(),
     })?;
     json.push('\n');
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("cache");
-    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-    let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(|e| io("creating a temporary file", e))?;
-        // The umask may have narrowed the mode; the lists are public and readers may be
-        // unprivileged.
-        f.set_permissions(fs::Permissions::from_mode(0o644))
-            .map_err(|e| io("setting mode 0644", e))?;
-        f.write_all(json.as_bytes()).map_err(|e| io("writing", e))?;
-        f.sync_all().map_err(|e| io("fsync", e))?;
-        fs::rename(&tmp, path).map_err(|e| io("renaming into place", e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
+    crate::safefs::trusted_dir(dir).map_err(|r| io("the directory", std::io::Error::other(r)))?;
+    // Random O_EXCL temporary name, then rename: a planted symlink is replaced, never followed.
+    // 0644: the lists are public and readers may be unprivileged.
+    crate::safefs::write_atomic(path, json.as_bytes(), 0o644).map_err(|e| io("writing", e))?;
     // Make the rename itself durable. Not every filesystem allows fsync on a directory; the
     // file is already complete, so a failure here is not worth a problem.
     if let Ok(d) = fs::File::open(dir) {
