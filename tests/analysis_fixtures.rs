@@ -499,3 +499,61 @@ fn a_reuseport_group_with_a_full_member_drops_some_syns_and_names_the_counters()
         vec![VerdictKind::Drop]
     );
 }
+
+#[test]
+fn identical_undecidable_rules_fork_once_and_sampling_still_forks() {
+    // 3,000 copies of one DSCP drop: the packet's DSCP is one value, so the branch that did not
+    // match the first copy does not match any other (no 2^N combinations, no evaluation cap).
+    let mut dump =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    for _ in 0..3000 {
+        dump.push_str("-A INPUT -p tcp -m dscp --dscp 0x0a -j DROP\n");
+    }
+    dump.push_str("COMMIT\n");
+    let r = analysis::analyze(
+        &host(Dumps {
+            iptables_nft_save: Some(dump),
+            ..Default::default()
+        }),
+        &opts(&[443]),
+    );
+    let row = r
+        .reachability
+        .iter()
+        .find(|x| x.source == "173.245.48.0/20")
+        .unwrap();
+    assert_eq!(row.verdict, VerdictKind::Conditional);
+    assert_eq!(
+        row.conditions,
+        vec!["the DSCP field matches (-m dscp --dscp 0x0a)".to_string()]
+    );
+    // `statistic` draws at every rule: two rules are two independent conditions.
+    let dump = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                -A INPUT -p tcp -m statistic --mode random --probability 0.5 -j ACCEPT\n\
+                -A INPUT -p tcp -m statistic --mode random --probability 0.5 -j ACCEPT\n\
+                -A INPUT -p tcp -j DROP\nCOMMIT\n";
+    let r = analysis::analyze(
+        &host(Dumps {
+            iptables_nft_save: Some(dump.into()),
+            ..Default::default()
+        }),
+        &opts(&[443]),
+    );
+    let e = analysis::explain(
+        &host(Dumps {
+            iptables_nft_save: Some(dump.into()),
+            ..Default::default()
+        }),
+        &opts(&[443]),
+        "173.245.48.1".parse().unwrap(),
+        443,
+        false,
+    )
+    .0;
+    assert_eq!(
+        verdicts(&r, 443, "173.245.48.0/20"),
+        vec![VerdictKind::Conditional]
+    );
+    // Picked by the first, by the second, or by neither (then dropped).
+    assert_eq!(e.outcomes.len(), 3, "{:?}", e.outcomes);
+}

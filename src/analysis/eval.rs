@@ -749,6 +749,17 @@ impl<'a> Evaluator<'a> {
                     Tri::No => out.push((s, false)),
                     Tri::Depends(kind, desc) => {
                         let neg = negated(m);
+                        // A property of the packet (DSCP, TTL, MAC, time, …) has the same value
+                        // at every rule that asks: an earlier answer on this branch decides,
+                        // so N identical undecidable rules cost one fork, not 2^N.
+                        if let Some(holds) = answered(&s, kind, &desc) {
+                            if holds != neg {
+                                next.push(s);
+                            } else {
+                                out.push((s, false));
+                            }
+                            continue;
+                        }
                         for holds in [true, false] {
                             let mut b = s.clone();
                             b.conds.push(Cond {
@@ -1607,6 +1618,20 @@ fn policy_ref_like(
         text,
         direction: crate::firewall::Direction::Reply,
     }
+}
+
+/// Whether this branch already answered the same undecidable question (same kind and text).
+/// Only for packet properties: rate limits and unknown matches keep state per rule (or may),
+/// and sampling (`statistic`, nft `numgen`) draws anew at each rule, so those always fork.
+fn answered(s: &St, kind: CondKind, desc: &str) -> Option<bool> {
+    if kind != CondKind::Undecidable || desc.contains("statistic") || desc.contains("numgen") {
+        return None;
+    }
+    s.conds
+        .iter()
+        .rev()
+        .find(|c| c.kind == kind && c.desc == desc)
+        .map(|c| c.holds)
 }
 
 fn finish(s: St, fate: Fate, decided_by: Option<RuleRef>) -> Outcome {
