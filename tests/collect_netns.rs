@@ -257,9 +257,10 @@ fn live_host_in_private_namespace() {
         "--clear-groups",
     ];
     let cache_nobody = tempfile::tempdir().expect("cache dir");
+    // The unprivileged user's own cache directory (one others can write is refused).
     sh(&[
-        "chmod",
-        "777",
+        "chown",
+        "65534:65534",
         cache_nobody.path().to_str().expect("utf8 path"),
     ]);
     let snap = snapshot_in(&ns, &nobody, None, cache_nobody.path());

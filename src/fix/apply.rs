@@ -198,7 +198,10 @@ pub fn backup(state_dir: &Path, touched: &[Touched], reason: &str) -> Result<Pat
     })?;
     let dir = state_dir.join("backups").join(timestamp());
     for d in [state_dir.clone(), state_dir.join("backups"), dir.clone()] {
-        crate::safefs::private_dir(&d).map_err(ApplyError::Other)?;
+        crate::safefs::private_dir(&d).map_err(|reason| ApplyError::BackupWrite {
+            path: d.clone(),
+            source: io::Error::other(reason),
+        })?;
     }
     let mut new_ipsets = Vec::new();
     for t in touched {
