@@ -94,12 +94,14 @@ pub struct Manifest {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pending {
-    backup: PathBuf,
-    pid: u32,
+/// The rollback marker: an applied change waiting for `fix --confirm` — its backup (absolute),
+/// who applied it, and when it rolls back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub backup: PathBuf,
+    pub pid: u32,
     /// Unix seconds after which the rollback is due.
-    deadline: u64,
+    pub deadline: u64,
 }
 
 pub struct Config {
@@ -529,18 +531,9 @@ pub fn deadline_text(deadline: u64) -> String {
         .unwrap_or_else(|| format!("unix time {deadline}"))
 }
 
-/// An applied change waiting for `fix --confirm`: who applied it and when it rolls back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingChange {
-    pub backup: PathBuf,
-    pub pid: u32,
-    /// Unix seconds after which it is rolled back.
-    pub deadline: u64,
-}
-
 /// The pending change recorded in `state_dir`, if any. The marker is trusted only when no other
 /// user could have written it (`safefs::trusted_file`).
-pub fn pending_change(state_dir: &Path) -> Result<Option<PendingChange>, ApplyError> {
+pub fn pending_change(state_dir: &Path) -> Result<Option<Pending>, ApplyError> {
     let pending = state_dir.join(PENDING);
     let bytes = match crate::safefs::trusted_file(&pending) {
         Ok(Some(b)) => b,
@@ -549,13 +542,9 @@ pub fn pending_change(state_dir: &Path) -> Result<Option<PendingChange>, ApplyEr
         Err(_) if !state_dir.is_dir() => return Ok(None),
         Err(e) => return Err(ApplyError::Other(e)),
     };
-    let p: Pending = serde_json::from_slice(&bytes)
-        .map_err(|e| ApplyError::Other(format!("{}: {e}", pending.display())))?;
-    Ok(Some(PendingChange {
-        backup: p.backup,
-        pid: p.pid,
-        deadline: p.deadline,
-    }))
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApplyError::Other(format!("{}: {e}", pending.display())))
 }
 
 /// What `--revert` removes: every rule carrying origin-audit's comment, and the provider sets
