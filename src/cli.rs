@@ -152,6 +152,11 @@ pub struct CheckArgs {
     /// Seconds to wait for another run's lock before giving up with exit 3 (default 30).
     #[arg(long = "lock-wait", value_name = "SECS")]
     pub lock_wait: Option<u64>,
+    /// Where `fix` keeps its pending-rollback marker (default /var/lib/origin-audit): a change
+    /// awaiting `fix --confirm` there is reported (finding fix-pending, metric
+    /// origin_audit_fix_pending). Read on live runs, or whenever this is given.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

@@ -159,10 +159,16 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
     opts.trusted_xdp = cfg.audit.trusted_xdp.clone();
     let snap = snapshot(&input)?;
     let mut report = analysis::analyze(&snap, &opts);
-    if input.snapshot.is_none() && !input.has_offline_dumps() {
-        report.findings.extend(pending_fix_finding(Path::new(
-            crate::fix::apply::DEFAULT_STATE_DIR,
-        )));
+    let mut rollback = None;
+    let live = input.snapshot.is_none() && !input.has_offline_dumps();
+    if live || args.state_dir.is_some() {
+        let dir = args
+            .state_dir
+            .as_deref()
+            .unwrap_or(Path::new(crate::fix::apply::DEFAULT_STATE_DIR));
+        let (finding, deadline) = pending_fix(dir);
+        rollback = deadline;
+        report.findings.extend(finding);
         report.recompute_status();
     }
     cfg.apply(&mut report, opts.now.date());
@@ -171,6 +177,7 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
             &report,
             time::OffsetDateTime::now_utc(),
             run_times(started),
+            rollback,
         );
         write_atomic(path, &text)?;
     }
@@ -202,26 +209,41 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
 }
 
 /// A change `fix --apply --confirm-timeout` made and that rolls back unless confirmed: the
-/// audit describes a firewall that may change under it.
-fn pending_fix_finding(state_dir: &Path) -> Option<crate::findings::Finding> {
+/// audit describes a firewall that may change under it. Returns the finding and the Unix time
+/// of the rollback.
+fn pending_fix(state_dir: &Path) -> (Option<crate::findings::Finding>, Option<u64>) {
     use crate::findings::{Code, Finding};
+    let dir_arg = if state_dir == Path::new(crate::fix::apply::DEFAULT_STATE_DIR) {
+        String::new()
+    } else {
+        format!(
+            " --state-dir {}",
+            crate::fix::emit::shell_word(&state_dir.to_string_lossy())
+        )
+    };
+    let mut deadline = None;
     let (message, fix) = match crate::fix::apply::pending_change(state_dir) {
-        Ok(Some(p)) => (
-            format!(
-                "an unconfirmed firewall change (fix --apply, pid {}) rolls back at {} unless confirmed (backup {})",
-                p.pid,
-                crate::fix::apply::deadline_text(p.deadline),
-                p.backup.display()
-            ),
-            "origin-audit fix --confirm (keep it), or let it roll back",
-        ),
-        Ok(None) => return None,
+        Ok(Some(p)) => {
+            deadline = Some(p.deadline);
+            (
+                format!(
+                    "an unconfirmed firewall change (fix --apply, pid {}) rolls back at {} unless confirmed (backup {})",
+                    p.pid,
+                    crate::fix::apply::deadline_text(p.deadline),
+                    p.backup.display()
+                ),
+                format!("origin-audit fix --confirm{dir_arg} (keep it), or let it roll back"),
+            )
+        }
+        Ok(None) => return (None, None),
         Err(e) => (
             format!("a pending firewall change could not be read: {e}"),
-            "check the state directory; `origin-audit fix --rollback-pending` restores the backup",
+            format!(
+                "check the state directory; `origin-audit fix --rollback-pending{dir_arg}` restores the backup"
+            ),
         ),
     };
-    Some(Finding {
+    let finding = Finding {
         code: Code::FixPending,
         severity: Code::FixPending.default_severity(),
         message,
@@ -229,8 +251,9 @@ fn pending_fix_finding(state_dir: &Path) -> Option<crate::findings::Finding> {
         sources: Vec::new(),
         cf_error: None,
         rules: Vec::new(),
-        fix: Some(fix.into()),
-    })
+        fix: Some(fix),
+    };
+    (Some(finding), deadline)
 }
 
 /// The fix hints of the open findings, numbered, for `check --quiet` mail.

@@ -293,6 +293,8 @@ fn main() -> ExitCode {
         ("fault-reread-disagrees", Fault::Disagree),
         ("fault-not-confirmed", Fault::NotConfirmed),
         ("revert-removes-only-ours", Fault::Revert),
+        ("two-applies-at-once", Fault::Concurrent),
+        ("check-during-confirm-wait", Fault::CheckDuringWait),
     ] {
         let sc = if f == Fault::HalfWay { &s18 } else { &s01 };
         cases.push((name.into(), Case::Fault(sc.clone(), f)));
@@ -335,6 +337,12 @@ enum Fault {
     Disagree,
     NotConfirmed,
     Revert,
+    /// Two `fix --apply` started together: the run lock serialises them, the second finds
+    /// nothing left to do, and the accept rule is there once.
+    Concurrent,
+    /// `check` while an `--apply --confirm-timeout` waits: the finding and the metrics say a
+    /// rollback is pending and when.
+    CheckDuringWait,
 }
 
 enum Case {
@@ -1076,6 +1084,8 @@ fn fault_case(
             let out = fix(&lab, state, &[], None).map_err(|e| vec![e])?;
             note = format!(" ({})", out.stderr.trim());
         }
+        Fault::Concurrent => note = concurrent_applies(&lab, state)?,
+        Fault::CheckDuringWait => note = check_during_wait(&lab, state, tmp, n)?,
         Fault::Revert => {
             let out = fix(&lab, state, &["--apply"], None).map_err(|e| vec![e])?;
             if out.code != Some(0) {
@@ -1117,6 +1127,130 @@ fn fault_case(
         }
     }
     Ok(note)
+}
+
+/// Lines of origin-audit's own (its comment) in the dumps.
+fn ours(lab: &netns::Lab) -> usize {
+    dumps(lab)
+        .lines()
+        .filter(|l| l.contains("origin-audit"))
+        .count()
+}
+
+/// [`Fault::Concurrent`]: both applies succeed, and what they leave is exactly what one
+/// apply alone leaves (measured after a revert on the same namespace).
+fn concurrent_applies(lab: &netns::Lab, state: &Path) -> Result<String, Vec<String>> {
+    // The audited ports live in this thread's PORTS; each apply runs on a thread of its own.
+    let ports = ports_arg(lab);
+    let apply = |st: PathBuf| {
+        let ports = ports.clone();
+        move || {
+            PORTS.with(|p| *p.borrow_mut() = ports);
+            fix(lab, &st, &["--apply"], None)
+        }
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(apply(state.to_path_buf()));
+        let b = s.spawn(apply(PathBuf::from(format!("{}-second", state.display()))));
+        let j = |h: std::thread::ScopedJoinHandle<'_, Result<netns::Output, String>>| {
+            h.join()
+                .unwrap_or_else(|_| Err("apply thread panicked".into()))
+        };
+        (j(a), j(b))
+    });
+    let (a, b) = (a.map_err(|e| vec![e])?, b.map_err(|e| vec![e])?);
+    if a.code != Some(0) || b.code != Some(0) {
+        return Err(vec![format!(
+            "concurrent applies: exit {:?} ({}) and {:?} ({})",
+            a.code,
+            a.stderr.trim(),
+            b.code,
+            b.stderr.trim()
+        )]);
+    }
+    let both = ours(lab);
+    let out = fix(lab, state, &["--revert"], None).map_err(|e| vec![e])?;
+    if out.code != Some(0) || ours(lab) != 0 {
+        return Err(vec![format!(
+            "revert after the concurrent applies: {}",
+            out.stderr.trim()
+        )]);
+    }
+    let out = fix(lab, state, &["--apply"], None).map_err(|e| vec![e])?;
+    let one = ours(lab);
+    if out.code != Some(0) || one == 0 || both != one {
+        return Err(vec![format!(
+            "two concurrent applies left {both} line(s) of origin-audit's, one apply alone {one} (exit {:?}: {})",
+            out.code,
+            out.stderr.trim()
+        )]);
+    }
+    let out = fix(lab, state, &["--revert"], None).map_err(|e| vec![e])?;
+    if out.code != Some(0) {
+        return Err(vec![format!("final revert: {}", out.stderr.trim())]);
+    }
+    Ok(format!(" ({one} line(s) of ours after both)"))
+}
+
+/// [`Fault::CheckDuringWait`]: a live `check` during the confirm wait reports `fix-pending`
+/// with the deadline, in the JSON and the textfile; after the waiting run is killed,
+/// `--rollback-pending` restores the original (checked by the caller).
+fn check_during_wait(
+    lab: &netns::Lab,
+    state: &Path,
+    tmp: &Path,
+    n: usize,
+) -> Result<String, Vec<String>> {
+    let mut child = apply_awaiting_confirm(lab, state, 120)?;
+    let tf = tmp.join(format!("pending-{n}.prom"));
+    let mut c = lab.in_origin(BIN);
+    c.args([
+        "check",
+        "--offline",
+        "--format",
+        "json",
+        "--ports",
+        &ports_arg(lab),
+    ])
+    .arg("--state-dir")
+    .arg(state)
+    .arg("--prometheus-textfile")
+    .arg(&tf);
+    let out = netns::run(&mut c, None, Duration::from_secs(120)).map_err(|e| vec![e])?;
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .map_err(|e| vec![format!("check JSON: {e}: {}", out.stderr.trim())])?;
+    let pending = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["code"] == "fix-pending")
+        .and_then(|f| f["message"].as_str())
+        .map(str::to_string);
+    let prom = std::fs::read_to_string(&tf).unwrap_or_default();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let Some(msg) = pending else {
+        return Err(vec![format!(
+            "check during the confirm wait reports no fix-pending (status {}, exit {:?})",
+            report["status"], out.code
+        )]);
+    };
+    if out.code == Some(0) || !msg.contains("rolls back at") {
+        return Err(vec![format!(
+            "check during the wait: exit {:?}, {msg}",
+            out.code
+        )]);
+    }
+    if !prom.contains("\norigin_audit_fix_pending 1\n")
+        || !prom.contains("\norigin_audit_fix_rollback_timestamp_seconds ")
+    {
+        return Err(vec![format!("textfile during the wait:\n{prom}")]);
+    }
+    let out = fix(lab, state, &["--rollback-pending"], None).map_err(|e| vec![e])?;
+    if out.code != Some(0) {
+        return Err(vec![format!("--rollback-pending: {}", out.stderr.trim())]);
+    }
+    Ok(format!(" ({msg})"))
 }
 
 struct KillOnDrop(std::process::Child);

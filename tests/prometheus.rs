@@ -300,3 +300,85 @@ fn shipped_alert_rules_fire_on_a_blocked_range() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A change `fix --apply --confirm-timeout` left waiting (its marker in the state directory):
+/// `check` names it and when it rolls back, and the textfile says so (reproducer 6 of issue
+/// 10: `check` said OK during the wait). Without a marker the gauge is 0, never absent.
+#[test]
+fn a_pending_rollback_is_a_finding_and_a_metric() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let tf = dir.path().join("m.prom");
+    let sd = state.display().to_string();
+
+    let o = ufw_check(&tf, &["--state-dir", &sd]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        !report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "fix-pending")
+    );
+    let s = scrape(&tf);
+    assert_eq!(get(&s, "origin_audit_fix_pending", &[]), Some(0.0));
+    assert_eq!(
+        get(&s, "origin_audit_fix_rollback_timestamp_seconds", &[]),
+        None
+    );
+
+    let marker = state.join("pending-rollback.json");
+    let deadline = 4_102_444_800u64; // 2100-01-01T00:00:00Z
+    std::fs::write(
+        &marker,
+        format!(
+            r#"{{"backup":"{}/backups/x","pid":4242,"deadline":{deadline}}}"#,
+            state.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = ufw_check(&tf, &["--state-dir", &sd]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let f = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "fix-pending")
+        .unwrap_or_else(|| panic!("no fix-pending finding: {report}"));
+    let msg = f["message"].as_str().unwrap();
+    assert!(
+        msg.contains("pid 4242") && msg.contains("2100-01-01T00:00:00Z"),
+        "{msg}"
+    );
+    assert!(
+        f["fix"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("--state-dir {sd}"))
+    );
+    let s = scrape(&tf);
+    assert_eq!(get(&s, "origin_audit_fix_pending", &[]), Some(1.0));
+    assert_eq!(
+        get(&s, "origin_audit_fix_rollback_timestamp_seconds", &[]),
+        Some(deadline as f64)
+    );
+
+    // A marker another user could have written is not believed, and is said so.
+    std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = ufw_check(&tf, &["--state-dir", &sd]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let f = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "fix-pending")
+        .unwrap();
+    assert!(
+        f["message"].as_str().unwrap().contains("could not be read"),
+        "{f}"
+    );
+}

@@ -16,6 +16,18 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<SetDef>, ParseError> {
         line,
         message,
     };
+    // `ipset save` ends every line with a newline: a last command without one is a dump cut
+    // off mid-line (a full disk, a killed copy), and its last word may be a shorter prefix
+    // or a truncated name that still parses.
+    if let Some(last) = text.rsplit('\n').next()
+        && !last.trim().is_empty()
+        && !last.trim_start().starts_with('#')
+    {
+        return Err(err(
+            text.lines().count(),
+            "the dump ends in the middle of a line (no final newline): it looks cut off".into(),
+        ));
+    }
     let mut sets: Vec<SetDef> = Vec::new();
     for (idx, raw) in text.lines().enumerate() {
         let lineno = idx + 1;
@@ -463,6 +475,18 @@ mod tests {
         assert!(msg.contains("foo"), "{msg}");
         let (line, _) = line_err("flush a\n");
         assert_eq!(line, 1);
+    }
+
+    #[test]
+    fn a_dump_cut_mid_line_is_refused() {
+        let whole = "create cf hash:net family inet\nadd cf 173.245.48.0/20\n";
+        assert!(parse(whole, "t").is_ok());
+        // Cut after "/2": still a valid prefix, so only the missing newline tells.
+        let cut = &whole[..whole.len() - 2];
+        let e = parse(cut, "t").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("cut off"), "{e}");
+        // A last comment line without a newline is harmless.
+        assert!(parse(&format!("{whole}# end"), "t").is_ok());
     }
 
     #[test]

@@ -443,7 +443,10 @@ pub fn apply(
             if cfg.state_dir == Path::new(DEFAULT_STATE_DIR) {
                 String::new()
             } else {
-                format!(" --state-dir {}", cfg.state_dir.display())
+                format!(
+                    " --state-dir {}",
+                    super::emit::shell_word(&cfg.state_dir.to_string_lossy())
+                )
             },
             t.as_secs()
         );

@@ -37,6 +37,19 @@ fn ports_nft(p: &[u16]) -> String {
     }
 }
 
+/// `s` as one word for a POSIX shell: as is when it holds only characters no shell treats
+/// specially, else single-quoted (`'` written as `'\''`), so a printed command pastes as one.
+pub fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:=+,@%-".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// The rule's statement as nft or iptables-save would show it (for the model and the report).
 pub fn rule_text(a: &Addition) -> String {
     match a.backend {
@@ -740,5 +753,19 @@ pub fn form_name(f: Form) -> &'static str {
         Form::Iptables => "iptables",
         Form::Ufw => "ufw",
         Form::Firewalld => "firewalld",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn shell_words_paste_as_one_word() {
+        assert_eq!(shell_word("/var/lib/origin-audit"), "/var/lib/origin-audit");
+        assert_eq!(shell_word("/tmp/my state"), "'/tmp/my state'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("$(rm -rf /)"), "'$(rm -rf /)'");
     }
 }

@@ -15,6 +15,11 @@
 //!                                              address (0.0.0.0/[::] or that address); only when
 //!                                              listeners were read (not for offline dumps)
 //! origin_audit_ranges_age_seconds              age of the provider range list used
+//! origin_audit_fix_pending                     1 while a change `fix --apply --confirm-timeout`
+//!                                              made waits for `fix --confirm` (it rolls back
+//!                                              otherwise), else 0; written on every report
+//! origin_audit_fix_rollback_timestamp_seconds  when that pending change rolls back, Unix time;
+//!                                              only while one is pending
 //! origin_audit_last_run_timestamp_seconds      end of this run, Unix time
 //! origin_audit_run_duration_seconds            wall time of this run
 //! ```
@@ -47,8 +52,14 @@ pub struct RunTimes {
     pub duration: f64,
 }
 
-/// The metrics for a finished report.
-pub fn report(r: &Report, now: time::OffsetDateTime, times: RunTimes) -> String {
+/// The metrics for a finished report. `rollback` is the Unix time at which a pending
+/// unconfirmed `fix --apply` change rolls back, when one is pending.
+pub fn report(
+    r: &Report,
+    now: time::OffsetDateTime,
+    times: RunTimes,
+    rollback: Option<u64>,
+) -> String {
     let mut o = String::new();
     header(
         &mut o,
@@ -166,6 +177,24 @@ pub fn report(r: &Report, now: time::OffsetDateTime, times: RunTimes) -> String 
             "origin_audit_ranges_age_seconds {}",
             (now - age).whole_seconds()
         );
+    }
+    header(
+        &mut o,
+        "origin_audit_fix_pending",
+        "1 while a change of fix --apply --confirm-timeout waits for confirmation (it rolls back otherwise).",
+    );
+    let _ = writeln!(
+        o,
+        "origin_audit_fix_pending {}",
+        u8::from(rollback.is_some())
+    );
+    if let Some(at) = rollback {
+        header(
+            &mut o,
+            "origin_audit_fix_rollback_timestamp_seconds",
+            "When the pending unconfirmed change rolls back unless confirmed (Unix time).",
+        );
+        let _ = writeln!(o, "origin_audit_fix_rollback_timestamp_seconds {at}");
     }
     timing(&mut o, times);
     o
