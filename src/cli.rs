@@ -146,12 +146,25 @@ pub struct CheckArgs {
     /// Also write Prometheus metrics to this file (node_exporter textfile collector), atomically.
     #[arg(long = "prometheus-textfile", value_name = "PATH")]
     pub prometheus_textfile: Option<PathBuf>,
+    /// Write the metrics where node_exporter reads them: origin-audit.prom in
+    /// /var/lib/prometheus/node-exporter (Debian's prometheus-node-exporter) when that
+    /// directory exists, else in /var/lib/origin-audit.
+    #[arg(long, conflicts_with = "prometheus_textfile")]
+    pub prometheus: bool,
     /// Lock file that keeps two runs from overlapping (default /run/origin-audit.lock).
     #[arg(long = "lock-file", value_name = "FILE")]
     pub lock_file: Option<PathBuf>,
     /// Seconds to wait for another run's lock before giving up with exit 3 (default 30).
     #[arg(long = "lock-wait", value_name = "SECS")]
     pub lock_wait: Option<u64>,
+    /// Nagios / monitoring-plugins output: one status line `STATUS - summary | perfdata`
+    /// (at most 200 characters), then one line per finding; with --quiet the status line only,
+    /// printed whatever the status. Errors are `UNKNOWN - why`, exit 3.
+    #[arg(long, conflicts_with = "format")]
+    pub nagios: bool,
+    /// Give up after SECS seconds for the whole run: exit 3 (UNKNOWN), the textfile says so.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
     /// Where `fix` keeps its pending-rollback marker (default /var/lib/origin-audit): a change
     /// awaiting `fix --confirm` there is reported (finding fix-pending, metric
     /// origin_audit_fix_pending). Read on live runs, or whenever this is given.

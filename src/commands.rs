@@ -122,19 +122,69 @@ fn color(choice: ColorChoice) -> bool {
     }
 }
 
-pub fn check(args: CheckArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
+/// Debian's prometheus-node-exporter reads textfiles here (`--collector.textfile.directory`).
+pub const NODE_EXPORTER_TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
+
+/// The textfile `check --prometheus` writes.
+pub fn default_textfile() -> std::path::PathBuf {
+    let dir = Path::new(NODE_EXPORTER_TEXTFILE_DIR);
+    if dir.is_dir() {
+        dir.join("origin-audit.prom")
+    } else {
+        Path::new(crate::fix::apply::DEFAULT_STATE_DIR).join("origin-audit.prom")
+    }
+}
+
+pub fn check(mut args: CheckArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
     let started = Instant::now();
+    if args.prometheus {
+        args.prometheus_textfile = Some(default_textfile());
+    }
+    if let Some(secs) = args.timeout {
+        watchdog(secs, args.nagios, args.prometheus_textfile.clone(), started);
+    }
     let result = check_run(&args, config_path, started);
-    if result.is_err()
-        && let Some(path) = &args.prometheus_textfile
-    {
-        // The fleet must see "not audited", not the last run's all clear.
-        let text = render::prometheus::failure(run_times(started));
-        if let Err(e) = write_atomic(path, &text) {
+    if let Err(e) = &result {
+        if let Some(path) = &args.prometheus_textfile {
+            failure_metrics(path, started);
+        }
+        if args.nagios {
+            // A plugin's first line is what the monitoring shows: the reason, not silence.
             eprintln!("origin-audit: {e:#}");
+            crate::out!("{}", render::nagios::failure(&format!("{e:#}")));
+            return Ok(3);
         }
     }
     result
+}
+
+/// The fleet must see "not audited", not the last run's all clear.
+fn failure_metrics(path: &Path, started: Instant) {
+    let text = render::prometheus::failure(run_times(started));
+    if let Err(e) = write_atomic(path, &text) {
+        eprintln!("origin-audit: {e:#}");
+    }
+}
+
+/// `--timeout`: after `secs`, the run ends with exit 3 whatever it waits on. The lock is an
+/// flock (released with the process) and files are written by rename, so nothing is left
+/// half-done; readers' children are bounded by their own timeouts.
+fn watchdog(secs: u64, nagios: bool, textfile: Option<std::path::PathBuf>, started: Instant) {
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        let why = format!("origin-audit check timed out after {secs} s (--timeout)");
+        if let Some(p) = &textfile {
+            failure_metrics(p, started);
+        }
+        eprintln!("origin-audit: {why}");
+        if nagios {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(render::nagios::failure(&why).as_bytes());
+            let _ = out.flush();
+        }
+        std::process::exit(3);
+    });
 }
 
 fn run_times(started: Instant) -> render::prometheus::RunTimes {
@@ -180,6 +230,13 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
             rollback,
         );
         write_atomic(path, &text)?;
+    }
+    if args.nagios {
+        crate::out!(
+            "{}",
+            render::nagios::report(&report, cfg.ranges.max_age_days, args.quiet)
+        );
+        return Ok(report.status.exit_code());
     }
     if args.quiet && report.status == analysis::Status::Ok {
         return Ok(0);

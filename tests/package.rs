@@ -423,8 +423,13 @@ fn deb_builds_installs_audits_and_purges() {
         .split_whitespace()
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
         .collect();
-    let textfile = PathBuf::from("/var/lib/origin-audit/origin-audit.prom");
-    assert!(exec.contains(&textfile.display().to_string()), "{exec}");
+    // --prometheus: node_exporter's Debian directory when it exists, else the state directory.
+    assert!(exec.contains("--prometheus"), "{exec}");
+    let textfile = if Path::new("/var/lib/prometheus/node-exporter").is_dir() {
+        PathBuf::from("/var/lib/prometheus/node-exporter/origin-audit.prom")
+    } else {
+        PathBuf::from("/var/lib/origin-audit/origin-audit.prom")
+    };
     let words: Vec<&str> = exec.split_whitespace().collect();
     eprintln!(
         "running the unit's ExecStart: {exec} (bounding set {})",

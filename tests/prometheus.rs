@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod package_support;
+
 use prometheus_parse::{Sample, Scrape, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -235,9 +237,10 @@ fn accepted_findings_are_counted_apart() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(get(&s, "origin_audit_status", &[]), Some(1.0));
+    // Not open: the series is there (every code is), at zero.
     assert_eq!(
         get(&s, "origin_audit_findings", &[("code", "range-dropped")]),
-        None
+        Some(0.0)
     );
     assert!(
         get(
@@ -380,5 +383,73 @@ fn a_pending_rollback_is_a_finding_and_a_metric() {
     assert!(
         f["message"].as_str().unwrap().contains("could not be read"),
         "{f}"
+    );
+}
+
+/// The real collector: Debian's prometheus-node-exporter, on loopback in a private namespace,
+/// with only its textfile collector, reading the directory `check` wrote to. It must report
+/// `node_textfile_scrape_error 0` and serve origin-audit's series.
+#[test]
+fn node_exporter_scrapes_the_textfile_without_error() {
+    if let Some(why) = package_support::netns_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let Some(exporter) = package_support::find_in_path("prometheus-node-exporter")
+        .or_else(|| package_support::find_in_path("node_exporter"))
+    else {
+        panic!("prometheus-node-exporter is not installed (./scripts/test installs it)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let o = ufw_check(&dir.path().join("origin-audit.prom"), &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut ns = package_support::Netns::new("nodeexp");
+    ns.spawn(
+        ns.cmd(&exporter)
+            .args(["--collector.disable-defaults", "--collector.textfile"])
+            .arg(format!(
+                "--collector.textfile.directory={}",
+                dir.path().display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:9100"),
+    );
+    let fetch = "import urllib.request,sys\n\
+                 sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=5).read().decode())";
+    let mut body = String::new();
+    for _ in 0..100 {
+        let o = package_support::run_bounded(ns.cmd("python3").args(["-c", fetch]), 20);
+        if o.status.success() {
+            body = String::from_utf8_lossy(&o.stdout).into_owned();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !body.is_empty(),
+        "node_exporter did not answer on 127.0.0.1:9100"
+    );
+    let s = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("exporter output parses");
+    assert_eq!(
+        get(&s, "node_textfile_scrape_error", &[]),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(get(&s, "origin_audit_status", &[]), Some(2.0));
+    assert_eq!(
+        get(&s, "origin_audit_findings", &[("code", "no-listener")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(
+            &s,
+            "origin_audit_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
     );
 }

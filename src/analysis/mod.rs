@@ -975,24 +975,20 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
             r.table, r.table
         ),
         Backend::Nft => {
-            let fam = if sources.iter().any(|s| s.contains(':')) {
-                "ip6"
-            } else {
-                "ip"
-            };
             let (verb, at) = match (policy, r.handle) {
                 (false, Some(h)) => ("insert", format!(" position {h}")),
                 (false, None) => ("insert", String::new()),
                 (true, _) => ("add", String::new()),
             };
-            format!(
-                "nft {verb} rule {} {} {}{at} {fam} saddr {{ {} }} tcp dport {{ {} }} accept comment \"origin-audit\"",
-                r.family,
-                r.table,
-                r.chain,
-                sources.join(", "),
-                ports_s.join(", ")
-            )
+            nft_per_family(r, sources, |fam, srcs| {
+                format!(
+                    "nft {verb} rule {} {} {}{at} {fam} saddr {{ {srcs} }} tcp dport {{ {} }} accept comment \"origin-audit\"",
+                    r.family,
+                    r.table,
+                    r.chain,
+                    ports_s.join(", ")
+                )
+            })
         }
         b => {
             let bin = match (b, r.family) {
@@ -1020,6 +1016,22 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     }
 }
 
+/// One nft command per address family (a set literal of mixed families is refused: "Address
+/// family for hostname not supported"), joined so the line pastes as one shell command. An
+/// `ip` table sees only IPv4 and an `ip6` table only IPv6: the other family is left out.
+fn nft_per_family(r: &RuleRef, sources: &[String], cmd: impl Fn(&str, &str) -> String) -> String {
+    let (v6, v4): (Vec<&String>, Vec<&String>) = sources.iter().partition(|s| s.contains(':'));
+    let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    let mut cmds = Vec::new();
+    if !v4.is_empty() && r.family != TableFamily::Ip6 {
+        cmds.push(cmd("ip", &join(&v4)));
+    }
+    if !v6.is_empty() && r.family != TableFamily::Ip {
+        cmds.push(cmd("ip6", &join(&v6)));
+    }
+    cmds.join(" && ")
+}
+
 /// The fix for a rule that drops the host's answer: accept the answers to the provider's
 /// ranges (from the web ports) before the culprit, in its own chain.
 fn reply_fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
@@ -1027,23 +1039,19 @@ fn reply_fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     let policy = r.position == 0;
     match r.backend {
         Backend::Nft => {
-            let fam = if sources.iter().any(|s| s.contains(':')) {
-                "ip6"
-            } else {
-                "ip"
-            };
             let (verb, at) = match (policy, r.handle) {
                 (false, Some(h)) => ("insert", format!(" position {h}")),
                 _ => ("add", String::new()),
             };
-            format!(
-                "nft {verb} rule {} {} {}{at} {fam} daddr {{ {} }} tcp sport {{ {} }} accept comment \"origin-audit\"",
-                r.family,
-                r.table,
-                r.chain,
-                sources.join(", "),
-                ports_s.join(", ")
-            )
+            nft_per_family(r, sources, |fam, srcs| {
+                format!(
+                    "nft {verb} rule {} {} {}{at} {fam} daddr {{ {srcs} }} tcp sport {{ {} }} accept comment \"origin-audit\"",
+                    r.family,
+                    r.table,
+                    r.chain,
+                    ports_s.join(", ")
+                )
+            })
         }
         b => {
             let bin = match (b, r.family) {

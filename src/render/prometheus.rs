@@ -5,12 +5,20 @@
 //!
 //! ```text
 //! origin_audit_status                          0 ok, 1 warning, 2 critical, 3 unknown (= exit code)
-//! origin_audit_findings{code,severity}         open findings (accepted ones not counted)
-//! origin_audit_accepted_findings{code,severity} findings an [[accept]] exception covers
+//! origin_audit_build_info{version}             1; the version of origin-audit that wrote this
+//! origin_audit_findings{code,severity}         open findings (accepted ones not counted); every
+//!                                              code is written with its default severity, 0
+//!                                              when clean (alerts on absent series misfire)
+//! origin_audit_accepted_findings{code,severity} findings an [[accept]] exception covers (every
+//!                                              code, zeros included, as above)
 //! origin_audit_blocked_ranges{port,verdict}    provider ranges (as published) any part of which
 //!                                              gets this verdict on this port; verdict is drop,
 //!                                              reject, rate_limited or conditional; every
 //!                                              audited port × verdict is written, zeros included
+//! origin_audit_blocked_addresses_ratio{port,family,verdict}  share (0..1) of the provider's
+//!                                              published addresses of that family that get the
+//!                                              verdict on the port: a banned /32 weighs what it
+//!                                              is, not like a dropped /13; zeros included
 //! origin_audit_listener_up{port,family}        1 when a socket accepts the port at the audited
 //!                                              address (0.0.0.0/[::] or that address); only when
 //!                                              listeners were read (not for offline dumps)
@@ -28,6 +36,7 @@
 
 use crate::analysis::{Report, VerdictKind};
 use crate::firewall::Family;
+use crate::firewall::addr::AddrRange;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -67,13 +76,23 @@ pub fn report(
         "Audit result: 0 ok, 1 warning, 2 critical, 3 unknown (the exit code).",
     );
     let _ = writeln!(o, "origin_audit_status {}", r.status.exit_code());
+    header(
+        &mut o,
+        "origin_audit_build_info",
+        "The version of origin-audit that wrote these metrics (always 1).",
+    );
+    let _ = writeln!(
+        o,
+        "origin_audit_build_info{{version=\"{}\"}} 1",
+        esc(env!("CARGO_PKG_VERSION"))
+    );
 
     header(
         &mut o,
         "origin_audit_findings",
         "Open findings by code and severity (accepted exceptions not counted).",
     );
-    let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut counts = zero_counts();
     for f in &r.findings {
         *counts
             .entry((f.code.id(), f.severity.as_str()))
@@ -92,7 +111,7 @@ pub fn report(
         "origin_audit_accepted_findings",
         "Findings covered by an [[accept]] exception of the configuration.",
     );
-    let mut acc: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut acc = zero_counts();
     for a in &r.accepted {
         *acc.entry((a.finding.code.id(), a.finding.severity.as_str()))
             .or_default() += 1;
@@ -129,6 +148,8 @@ pub fn report(
             );
         }
     }
+
+    blocked_ratio(&mut o, r);
 
     if let Some(listeners) = &r.listeners {
         header(
@@ -198,6 +219,53 @@ pub fn report(
     }
     timing(&mut o, times);
     o
+}
+
+/// Every finding code at its default severity, counted 0: the series exist on a clean host.
+fn zero_counts() -> BTreeMap<(&'static str, &'static str), u64> {
+    crate::findings::Code::ALL
+        .iter()
+        .map(|c| ((c.id(), c.default_severity().as_str()), 0))
+        .collect()
+}
+
+/// `origin_audit_blocked_addresses_ratio`: the reachability rows partition the provider's
+/// ranges per port, so the share is the rows' sizes over the published space of the family.
+fn blocked_ratio(o: &mut String, r: &Report) {
+    header(
+        o,
+        "origin_audit_blocked_addresses_ratio",
+        "Share of the provider's published addresses of the family that get this verdict on this port.",
+    );
+    let size = |a: &AddrRange| (a.end - a.start) as f64 + 1.0;
+    let mut total: BTreeMap<Family, f64> = BTreeMap::new();
+    for a in r.provider_ranges() {
+        *total.entry(a.family).or_default() += size(&a);
+    }
+    let mut share: BTreeMap<(u16, Family, VerdictKind), f64> = BTreeMap::new();
+    for row in &r.reachability {
+        if let Ok(a) = AddrRange::parse(&row.source) {
+            *share.entry((row.port, a.family, row.verdict)).or_default() += size(&a);
+        }
+    }
+    for &port in &r.ports {
+        for (&fam, &t) in &total {
+            for v in [
+                VerdictKind::Drop,
+                VerdictKind::Reject,
+                VerdictKind::RateLimited,
+                VerdictKind::Conditional,
+            ] {
+                let n = share.get(&(port, fam, v)).copied().unwrap_or(0.0);
+                let _ = writeln!(
+                    o,
+                    "origin_audit_blocked_addresses_ratio{{port=\"{port}\",family=\"{fam}\",verdict=\"{}\"}} {}",
+                    v.as_str(),
+                    if t > 0.0 { n / t } else { 0.0 }
+                );
+            }
+        }
+    }
 }
 
 /// The metrics when no report could be made (bad configuration, lock busy...): status 3, so

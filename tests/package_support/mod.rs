@@ -119,6 +119,18 @@ impl Netns {
         ns
     }
 
+    /// Starts `cmd` (built with [`Netns::cmd`]) in the background; it is killed, by its own
+    /// handle, when the namespace is dropped.
+    pub fn spawn(&mut self, cmd: &mut Command) {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        self.children.push(child);
+    }
+
     /// `ip netns exec NAME program`.
     pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
