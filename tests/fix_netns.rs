@@ -884,12 +884,113 @@ fn apply_case(n: usize, path: &Path, exe: &str, state: &Path) -> Result<String, 
             out3.stderr.trim()
         ));
     }
+    if !fails.is_empty() {
+        return Err(fails);
+    }
+    // The hints `check` prints, pasted as an admin would, on the original ruleset.
+    let blocked: Vec<Probe> = blocked.into_iter().cloned().collect();
+    let pasted = paste_hints(&sc, &lab, exe, &blocked, &d0, state)?;
+    Ok(format!(
+        " ({} Cloudflare probe(s) blocked before, {} of them burst(s); all through after; {pasted} hint(s) pasted)",
+        blocked.len(),
+        blocked.iter().filter(|p| p.burst).count()
+    ))
+}
+
+/// Whether a `check` fix hint is a firewall command (the other hints are advice: a sysctl to
+/// weigh, a server to restart), which must work pasted into a root shell as it is.
+fn is_firewall_command(fix: &str) -> bool {
+    [
+        "nft ",
+        "iptables-nft ",
+        "iptables-legacy ",
+        "ip6tables-nft ",
+        "ip6tables-legacy ",
+    ]
+    .iter()
+    .any(|t| fix.starts_with(t))
+}
+
+/// Runs every firewall hint of `check` through `sh -c` in the origin namespace (each must
+/// exit 0), then the Cloudflare probes that were blocked must get through, and `fix --revert`
+/// (the hints carry origin-audit's comment) must give back the original ruleset. Returns how
+/// many hints were pasted.
+fn paste_hints(
+    sc: &Scenario,
+    lab: &netns::Lab,
+    exe: &str,
+    blocked: &[Probe],
+    original: &str,
+    state: &Path,
+) -> Result<usize, Vec<String>> {
+    // As an admin does: paste, run `check` again, paste what it says now. A culprit can hide
+    // another (a REJECT whose reset the OUTPUT policy drops shows as the drop first), so up
+    // to three rounds; each hint must work as pasted.
+    let mut hints: Vec<String> = vec![];
+    let mut fails = vec![];
+    for _round in 0..3 {
+        let chk = audit::run_check(sc, lab, BIN).map_err(|e| vec![e])?;
+        let new: Vec<String> = chk.report["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["fix"].as_str())
+            .filter(|f| is_firewall_command(f))
+            .map(str::to_string)
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for h in &new {
+            let mut c = lab.in_origin("sh");
+            c.args(["-c", h]);
+            match netns::run(&mut c, None, Duration::from_secs(60)) {
+                Ok(o) if o.code == Some(0) => {}
+                Ok(o) => fails.push(format!(
+                    "pasted hint failed (exit {:?}): {h}\n{}",
+                    o.code,
+                    o.stderr.trim()
+                )),
+                Err(e) => fails.push(format!("pasted hint: {e}")),
+            }
+        }
+        hints.extend(new);
+        if !fails.is_empty() {
+            break;
+        }
+    }
+    if hints.is_empty() {
+        return Ok(0);
+    }
     if fails.is_empty() {
-        Ok(format!(
-            " ({} Cloudflare probe(s) blocked before, {} of them burst(s); all through after)",
-            blocked.len(),
-            blocked.iter().filter(|p| p.burst).count()
-        ))
+        let after = reprobe(lab, exe, blocked).map_err(|e| vec![e])?;
+        for a in &after {
+            let want = if listening(sc, a) {
+                Outcome::Connected
+            } else {
+                Outcome::Refused
+            };
+            if a.outcomes.iter().any(|o| *o != want) {
+                fails.push(format!(
+                    "after pasting the hints {:?}: Cloudflare {} port {} still {}",
+                    hints,
+                    a.src,
+                    a.port,
+                    a.kernel_summary()
+                ));
+            }
+        }
+    }
+    let out = fix(lab, state, &["--revert"], None).map_err(|e| vec![e])?;
+    let d = dumps(lab);
+    if out.code != Some(0) || d != original {
+        fails.push(format!(
+            "fix --revert after the pasted hints (exit {:?}) did not give back the original:\n--- original\n{original}\n--- now\n{d}",
+            out.code
+        ));
+    }
+    if fails.is_empty() {
+        Ok(hints.len())
     } else {
         Err(fails)
     }
