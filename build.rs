@@ -41,7 +41,19 @@ fn main() -> io::Result<()> {
     fs::write(man_dir.join("origin-audit.1"), main_page(cmd.clone())?)?;
 
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        clap_complete::generate_to(shell, &mut cmd, "origin-audit", &comp_dir)?;
+        let path = clap_complete::generate_to(shell, &mut cmd, "origin-audit", &comp_dir)?;
+        if shell == Shell::Bash {
+            // clap_complete writes the subcommands' case labels with the binary's '-' turned
+            // into `__subcmd__` (origin__subcmd__audit__subcmd__fix) while its loop builds
+            // origin__audit__subcmd__fix, so nothing after the subcommand completed
+            // (clap-rs/clap#6421). Labels made like the loop's; tests/package.rs completes
+            // `fix --em<TAB>` and `fix --emit <TAB>` through bash.
+            let text = fs::read_to_string(&path)?;
+            fs::write(
+                &path,
+                text.replace("origin__subcmd__audit", "origin__audit"),
+            )?;
+        }
     }
 
     // target/<profile>/build/origin-audit-HASH/out → target/<profile>/assets

@@ -304,6 +304,40 @@ fn deb_builds_installs_audits_and_purges() {
         let l = listing.lines().find(|l| l.ends_with(exe)).unwrap();
         assert!(l.starts_with("-rwxr-xr-x"), "{l}");
     }
+    // Completion as bash runs it from the package: options and values after the subcommand.
+    let x = d.join("x");
+    run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x));
+    let script = x.join("usr/share/bash-completion/completions/origin-audit");
+    let complete = |words: &[&str]| -> String {
+        // COMP_WORDS as bash fills it; the function gets (command, current word, previous).
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let n = words.len() - 1;
+        let prog = format!(
+            "source '{}'; COMP_WORDS=({}); COMP_CWORD={n}; _origin__audit origin-audit '{}' '{}'; echo \"${{COMPREPLY[*]}}\"",
+            script.display(),
+            quoted.join(" "),
+            words[n],
+            words[n - 1]
+        );
+        text(&run_ok(Command::new("bash").args(["--norc", "-c", &prog])).stdout)
+    };
+    assert_eq!(complete(&["origin-audit", "fix", "--em"]).trim(), "--emit");
+    let forms = complete(&["origin-audit", "fix", "--emit", ""]);
+    for f in ["nft", "iptables", "ufw", "firewalld"] {
+        assert!(
+            forms.split_whitespace().any(|w| w == f),
+            "fix --emit <TAB>: {forms}"
+        );
+    }
+    assert!(
+        complete(&["origin-audit", "check", "--na"]).contains("--nagios"),
+        "check --na<TAB>"
+    );
+    assert!(
+        complete(&["origin-audit", "config", "sh"]).contains("show"),
+        "config sh<TAB>"
+    );
+
     // Control: dependencies, conffiles, maintainer scripts.
     let ctl = d.join("control");
     run_ok(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&ctl));
