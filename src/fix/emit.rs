@@ -37,6 +37,45 @@ fn ports_nft(p: &[u16]) -> String {
     }
 }
 
+/// The ban tool's own command that lifts its bans of Cloudflare addresses (so its state
+/// agrees with the firewall): fail2ban's jail from its chain (`f2b-JAIL`), ipset (`f2b-JAIL`)
+/// or nft set (`addr-set-JAIL`, `addr6-set-JAIL`); CrowdSec's and CSF's per address.
+pub fn unban_command(b: &super::BanList) -> Option<String> {
+    if b.provider_elements.is_empty() {
+        return None;
+    }
+    let elems = &b.provider_elements;
+    let words =
+        |f: &dyn Fn(&String) -> String| elems.iter().map(f).collect::<Vec<_>>().join(" && ");
+    match b.tool.as_str() {
+        "fail2ban" => {
+            let set = b.set.as_ref().map(|(_, n)| n.as_str()).unwrap_or("");
+            let jail = [set, b.culprit.chain.as_str()].iter().find_map(|n| {
+                n.strip_prefix("f2b-")
+                    .or_else(|| n.strip_prefix("addr-set-"))
+                    .or_else(|| n.strip_prefix("addr6-set-"))
+                    .filter(|j| !j.is_empty())
+            })?;
+            let addrs: Vec<String> = elems.iter().map(|e| shell_word(e)).collect();
+            Some(format!(
+                "fail2ban-client set {} unbanip {}",
+                shell_word(jail),
+                addrs.join(" ")
+            ))
+        }
+        "crowdsec" => Some(words(&|e| {
+            let flag = if e.contains('/') || e.contains('-') {
+                "--range"
+            } else {
+                "--ip"
+            };
+            format!("cscli decisions delete {flag} {}", shell_word(e))
+        })),
+        "csf" => Some(words(&|e| format!("csf -dr {}", shell_word(e)))),
+        _ => None,
+    }
+}
+
 /// `s` as one word for a POSIX shell: as is when it holds only characters no shell treats
 /// specially, else single-quoted (`'` written as `'\''`), so a printed command pastes as one.
 pub fn shell_word(s: &str) -> String {
@@ -542,6 +581,9 @@ pub fn ban_advice(plan: &Plan, v4: &[String], v6: &[String]) -> String {
                 _ => String::new(),
             }
         );
+        if let Some(cmd) = unban_command(b) {
+            let _ = writeln!(s, "    unban now with the tool itself: {cmd}");
+        }
     }
     let joined: Vec<&str> = all.iter().map(|s| s.as_str()).collect();
     let _ = writeln!(

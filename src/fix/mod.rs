@@ -556,7 +556,7 @@ fn find_bans(rs: &Ruleset, culprit: &RuleRef, provider: &[AddrSet; 2]) -> Option
                         .iter()
                         .any(|x| x.family == r.family && x.start <= r.start && r.end <= x.end)
                 })
-                .map(|r| r.to_string())
+                .map(ban_elem_text)
                 .collect()
         })
         .unwrap_or_default();
@@ -568,13 +568,24 @@ fn find_bans(rs: &Ruleset, culprit: &RuleRef, provider: &[AddrSet; 2]) -> Option
     })
 }
 
+/// A ban-set element as `delete element` / `ipset del` take it: a single address bare (an nft
+/// set without `flags interval` refuses `173.245.48.10/32`: "Set member cannot be prefix"),
+/// a prefix or range as such (only interval sets hold those).
+fn ban_elem_text(r: AddrRange) -> String {
+    if r.start == r.end {
+        crate::firewall::addr::int_to_addr(r.family, r.start).to_string()
+    } else {
+        r.to_string()
+    }
+}
+
 /// Removes the provider elements of ban sets from the model (`--remove-banned`).
 fn remove_banned_in_model(rs: &mut Ruleset, bans: &[BanList]) {
     for b in bans {
         let Some((home, name)) = &b.set else { continue };
         let drop: BTreeSet<&String> = b.provider_elements.iter().collect();
         let keep = |e: &SetElem| match e.key.as_slice() {
-            [KeyValue::Addr(r)] => !drop.contains(&r.to_string()),
+            [KeyValue::Addr(r)] => !drop.contains(&ban_elem_text(*r)),
             _ => true,
         };
         match home {
