@@ -1418,13 +1418,23 @@ fn housekeeping_findings(snap: &Snapshot, prepared: &Prepared, opts: &Options) -
                 source_name(r),
                 r.as_of
             ),
-            Some(
-                "run without --offline with access to api.cloudflare.com, or pass --ranges-file"
-                    .into(),
-            ),
+            Some(stale_hint(r)),
         ));
     }
     out
+}
+
+/// What to do about an old range list, from where it came: a file the admin passed, a failed
+/// fetch (its reason is in the `ranges-fallback` finding), or no fetch tried (`--offline`).
+fn stale_hint(r: &ProviderRanges) -> String {
+    use crate::ranges::RangeSource;
+    match r.source {
+        RangeSource::File => {
+            "update the file given to --ranges-file (or [ranges] file) from https://www.cloudflare.com/ips/".into()
+        }
+        _ if !r.problems.is_empty() => "the fetch of the current list failed (see ranges-fallback): allow HTTPS to api.cloudflare.com from this host, or pass --ranges-file FILE with a current list".into(),
+        _ => "a fetch was not tried (--offline, or ranges.offline in the configuration): run without it where api.cloudflare.com is reachable, or pass --ranges-file FILE with a current list".into(),
+    }
 }
 
 pub fn source_name(r: &ProviderRanges) -> &'static str {
@@ -1547,7 +1557,10 @@ pub fn explain(
                     addr.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
                 ),
                 Fate::Dropped => "dropped".into(),
-                Fate::Rejected(k) => format!("rejected ({k:?})"),
+                Fate::Rejected(firewall::RejectKind::TcpReset) => {
+                    "rejected with a TCP reset".into()
+                }
+                Fate::Rejected(firewall::RejectKind::Icmp(t)) => format!("rejected with ICMP {t}"),
                 Fate::Undecided(w) => format!("undecided: {w}"),
             };
             let by = o
