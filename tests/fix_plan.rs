@@ -306,11 +306,14 @@ fn fail2ban_ban_set_gets_advice_and_optional_removal() {
         .iter()
         .find(|b| b.tool == "fail2ban")
         .expect("fail2ban ban list");
-    assert_eq!(ban.provider_elements, vec!["173.245.48.9/32".to_string()]);
+    // A single address bare: `ipset del` and nft `delete element` on a set without `flags
+    // interval` both take it so.
+    assert_eq!(ban.provider_elements, vec!["173.245.48.9".to_string()]);
     let v4: Vec<String> = s.ranges.ipv4.iter().map(|n| n.to_string()).collect();
     let advice = emit::ban_advice(&plan, &v4, &[]);
     for want in [
         "ignoreip = 127.0.0.1/8 ::1 ",
+        "fail2ban-client set nginx-http-auth unbanip 173.245.48.9",
         "cscli allowlists add cloudflare",
         "set_real_ip_from 173.245.48.0/20;",
         "real_ip_header CF-Connecting-IP;",
@@ -326,7 +329,7 @@ fn fail2ban_ban_set_gets_advice_and_optional_removal() {
     assert!(plan2.offerable());
     let r = emit::ipset_restore(&plan2);
     assert!(
-        r.contains("del f2b-nginx-http-auth 173.245.48.9/32 -exist"),
+        r.contains("del f2b-nginx-http-auth 173.245.48.9 -exist"),
         "{r}"
     );
     assert!(!r.contains("198.51.100.23"), "{r}");

@@ -949,7 +949,7 @@ fn hostile_lists_are_refused_never_cached_and_the_last_good_list_is_used() {
         assert!(p.contains(&reason), "{what}: {p}");
         if what == "most of the space removed" {
             assert!(
-                p.contains("compared with the bundled list of 2024-06-25"),
+                p.contains("compared with the bundled list of 2026-07-02"),
                 "{p}"
             );
             assert!(

@@ -274,7 +274,7 @@ mod tests {
         );
         let e = parse_provider(
             "x.toml",
-            &CLOUDFLARE_TOML.replace("2024-06-25", "25.06.2024"),
+            &CLOUDFLARE_TOML.replace("2026-07-02", "02.07.2026"),
         );
         assert!(matches!(e, Err(RangesError::Provider { .. })), "{e:?}");
         let e = parse_provider("x.toml", &format!("{CLOUDFLARE_TOML}\nunknown = 1\n"));

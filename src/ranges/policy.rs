@@ -510,7 +510,7 @@ mod tests {
         let e = check_change(
             "https://m/ips",
             &bundled(),
-            "the bundled list of 2024-06-25",
+            "the bundled list of 2026-07-02",
             &cut,
             50,
         )
@@ -519,7 +519,7 @@ mod tests {
         assert!(
             msg.starts_with(
                 "https://m/ips: the IPv4 list changes too much at once compared with the \
-                 bundled list of 2024-06-25: +0% / -"
+                 bundled list of 2026-07-02: +0% / -"
             ),
             "{msg}"
         );
