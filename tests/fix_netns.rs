@@ -147,7 +147,15 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     }
 }
 
-fn ufw_case(n: usize, path: &Path, exe: &str) -> Result<String, Vec<String>> {
+/// The ufw host: the emitted ufw form pasted (`apply` false) or `fix --apply` (true), then
+/// `ufw reload`; Cloudflare must get through, and `fix --revert` must give back ufw's files.
+fn ufw_case(
+    n: usize,
+    path: &Path,
+    exe: &str,
+    state: &Path,
+    apply: bool,
+) -> Result<String, Vec<String>> {
     if !Path::new("/usr/sbin/ufw").exists() {
         return Err(vec![
             "ufw is not installed: the ufw case was NOT run".into(),
@@ -173,23 +181,42 @@ fn ufw_case(n: usize, path: &Path, exe: &str) -> Result<String, Vec<String>> {
         }
         Ok(())
     })?;
-    let mut c = lab.in_origin(BIN);
-    c.args(["fix", "--offline", "--emit", "ufw"]);
-    let out = netns::run(&mut c, None, Duration::from_secs(120)).map_err(|e| vec![e])?;
-    if out.code != Some(1) || !out.stdout.contains("ufw ") {
-        return Err(vec![format!(
-            "fix --emit ufw: exit {:?}: {}{}",
-            out.code, out.stdout, out.stderr
-        )]);
-    }
-    let cmds: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("ufw "))
-        .collect();
-    for c in &cmds {
-        sh(&lab, c).map_err(|e| vec![e])?;
-    }
+    let user_rules = || sh(&lab, "cat /etc/ufw/user.rules /etc/ufw/user6.rules").map(|o| o.stdout);
+    let files0 = user_rules().map_err(|e| vec![e])?;
+    let n_cmds = if apply {
+        // `fix --apply` itself, through ufw: what `ufw reload` below must keep.
+        let out = fix(&lab, state, &["--apply"], None).map_err(|e| vec![e])?;
+        if out.code != Some(0) || !out.stdout.contains("through ufw") {
+            return Err(vec![format!(
+                "fix --apply on a ufw host: exit {:?}: {}{}",
+                out.code, out.stdout, out.stderr
+            )]);
+        }
+        user_rules()
+            .map_err(|e| vec![e])?
+            .lines()
+            .filter(|l| l.starts_with("### tuple ###") && l.contains("comment="))
+            .count()
+    } else {
+        let mut c = lab.in_origin(BIN);
+        c.args(["fix", "--offline", "--emit", "ufw"]);
+        let out = netns::run(&mut c, None, Duration::from_secs(120)).map_err(|e| vec![e])?;
+        if out.code != Some(1) || !out.stdout.contains("ufw ") {
+            return Err(vec![format!(
+                "fix --emit ufw: exit {:?}: {}{}",
+                out.code, out.stdout, out.stderr
+            )]);
+        }
+        let cmds: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("ufw "))
+            .collect();
+        for c in &cmds {
+            sh(&lab, c).map_err(|e| vec![e])?;
+        }
+        cmds.len()
+    };
     // What a reload keeps: ufw rewrites the kernel rules from its own files.
     sh(&lab, "ufw reload").map_err(|e| vec![e])?;
     let after = reprobe(&lab, exe, &before).map_err(|e| vec![e])?;
@@ -207,9 +234,24 @@ fn ufw_case(n: usize, path: &Path, exe: &str) -> Result<String, Vec<String>> {
             out.stdout
         )]);
     }
+    // `fix --revert` takes exactly origin-audit's ufw rules out again, through ufw.
+    let out = fix(&lab, state, &["--revert"], None).map_err(|e| vec![e])?;
+    let files1 = user_rules().map_err(|e| vec![e])?;
+    let strip = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("# Last modified") && !l.starts_with("# Generated"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if out.code != Some(0) || strip(&files1) != strip(&files0) {
+        return Err(vec![format!(
+            "fix --revert on the ufw host (exit {:?}: {}) left ufw's files:\n--- before\n{files0}\n--- after\n{files1}",
+            out.code,
+            out.stderr.trim()
+        )]);
+    }
     Ok(format!(
-        " ({} ufw commands, survived `ufw reload`)",
-        cmds.len()
+        " ({n_cmds} ufw rules, survived `ufw reload`; --revert restored ufw's files)"
     ))
 }
 
@@ -287,7 +329,8 @@ fn main() -> ExitCode {
     ));
     let ufw_scn = tmp.path().join("ufw-emitted-form.scn");
     if std::fs::write(&ufw_scn, UFW_SCN).is_ok() {
-        cases.push(("ufw-emitted-form".into(), Case::Ufw(ufw_scn)));
+        cases.push(("ufw-emitted-form".into(), Case::Ufw(ufw_scn.clone(), false)));
+        cases.push(("ufw-apply-survives-reload".into(), Case::Ufw(ufw_scn, true)));
     }
     let s01 = dir.join("01-nft-drop-one-range.scn");
     let s18 = dir.join("18-mixed-backends.scn");
@@ -354,8 +397,9 @@ enum Case {
     Apply(PathBuf),
     /// `fix --apply --remove-banned` on a ban list holding a Cloudflare address.
     RemoveBanned(PathBuf),
-    /// The emitted ufw form, run with the real ufw (config isolated per namespace).
-    Ufw(PathBuf),
+    /// The real ufw (config isolated per namespace): the emitted form pasted, or (true)
+    /// `fix --apply` through ufw.
+    Ufw(PathBuf, bool),
     Fault(PathBuf, Fault),
 }
 
@@ -786,7 +830,7 @@ fn run_case(
 ) -> Result<String, Vec<String>> {
     match case {
         Case::Apply(p) => apply_case(n, p, exe, state),
-        Case::Ufw(p) => ufw_case(n, p, exe),
+        Case::Ufw(p, apply) => ufw_case(n, p, exe, state, *apply),
         Case::RemoveBanned(p) => remove_banned_case(n, p, exe, state),
         Case::Fault(p, f) => fault_case(n, p, *f, exe, state, tmp),
     }
@@ -869,14 +913,24 @@ fn apply_case(n: usize, path: &Path, exe: &str, state: &Path) -> Result<String, 
     let mut fails = vec![];
     let after = reprobe(&lab, exe, &before).map_err(|e| vec![e])?;
     fails.extend(compare_probes(&sc, &before, &after));
-    if without_ours(&d1) != without_ours(&d0) {
+    // Through ufw, ufw rewrites its user chains (its kernel rules carry no comment; the
+    // comment is in its files): the revert below must still give back the original exactly.
+    let via_ufw = out.stdout.contains("through ufw");
+    if via_ufw {
+        let mut c = lab.in_origin("sh");
+        c.args(["-c", "cat /etc/ufw/user.rules /etc/ufw/user6.rules"]);
+        let files = netns::must(&mut c, None).map_err(|e| vec![e])?.stdout;
+        if !files.contains("comment=6f726967696e2d6175646974") {
+            fails.push(format!("no ufw rule with origin-audit's comment:\n{files}"));
+        }
+    } else if without_ours(&d1) != without_ours(&d0) {
         fails.push(format!(
             "untouched rules differ after fix:\n--- before\n{}\n--- after (without origin-audit's lines)\n{}",
             without_ours(&d0),
             without_ours(&d1)
         ));
     }
-    if !d1.contains("origin-audit") {
+    if !via_ufw && !d1.contains("origin-audit") {
         fails.push("no rule with the origin-audit comment was loaded".into());
     }
     let out2 = fix(&lab, state, &["--apply"], None).map_err(|e| vec![e])?;

@@ -275,7 +275,9 @@ fn ufw_fixture_is_detected_and_fixed_in_its_own_chain() {
     );
     let ufw = emit::ufw_commands(&plan);
     assert!(
-        ufw.contains("ufw insert 1 allow proto tcp from 173.245.48.0/20 to any port 80"),
+        ufw.contains(
+            "ufw insert 1 allow proto tcp from 173.245.48.0/20 port 1:65535 to any port 80"
+        ),
         "{ufw}"
     );
     let fixed = apply_ipt(&save, &emit::iptables_files(&plan)[0].1);

@@ -70,6 +70,9 @@ pub enum Touched {
         family: TableFamily,
     },
     Ipset,
+    /// ufw's user rule files (/etc/ufw/user.rules, user6.rules), when the change goes
+    /// through ufw ([`super::ufw`]).
+    UfwRules,
 }
 
 impl Touched {
@@ -80,6 +83,7 @@ impl Touched {
                 format!("{}.rules", save_bin(*backend, *family))
             }
             Touched::Ipset => "ipset.save".into(),
+            Touched::UfwRules => "ufw-user.rules".into(),
         }
     }
 }
@@ -147,6 +151,19 @@ fn write(path: &Path, text: &str) -> Result<(), ApplyError> {
 /// What a plan touches.
 pub fn touched(plan: &Plan) -> Vec<Touched> {
     let mut v = Vec::new();
+    if super::ufw::applies(plan) {
+        // ufw writes its chains in the iptables tables it manages, and its files.
+        v.push(Touched::UfwRules);
+        for a in &plan.additions {
+            v.push(Touched::Iptables {
+                backend: a.backend,
+                family: a.table_family,
+            });
+        }
+        v.sort();
+        v.dedup();
+        return v;
+    }
     for a in &plan.additions {
         v.push(match a.backend {
             Backend::Nft => Touched::NftTable {
@@ -218,6 +235,13 @@ pub fn backup(state_dir: &Path, touched: &[Touched], reason: &str) -> Result<Pat
                     .map_err(ApplyError::BackupCmd)?
                     .stdout
             }
+            Touched::UfwRules => {
+                super::ufw::backup_files(&dir).map_err(|reason| ApplyError::BackupWrite {
+                    path: dir.clone(),
+                    source: io::Error::other(reason),
+                })?;
+                continue;
+            }
             Touched::Ipset => {
                 let have = existing_ipsets().map_err(ApplyError::BackupCmd)?;
                 for f in [Family::V4, Family::V6] {
@@ -280,6 +304,11 @@ pub fn restore(dir: &Path) -> Result<(), String> {
         if let Err(e) = r {
             errors.push(e.to_string());
         }
+    }
+    if m.touched.contains(&Touched::UfwRules)
+        && let Err(e) = super::ufw::restore_files(dir)
+    {
+        errors.push(e);
     }
     for t in &m.touched {
         if let Touched::NftTable { family, table } = t {
@@ -349,6 +378,9 @@ fn transact(plan: &Plan, dir: &Path, backup: &Path) -> Result<(), ApplyError> {
         err,
         rollback: rollback_note(backup),
     };
+    if super::ufw::applies(plan) {
+        return super::ufw::transact(plan).map_err(|e| fail("ufw".into(), e));
+    }
     let ipset = emit::ipset_restore(plan);
     if !ipset.is_empty() {
         let f = dir.join("apply-ipset.restore");
@@ -559,6 +591,8 @@ pub struct RevertPlan {
     pub ipset: String,
     pub touched: Vec<Touched>,
     pub count: usize,
+    /// `ufw delete …` argument lists for origin-audit's ufw rules ([`super::ufw::revert_plan`]).
+    pub ufw: Vec<Vec<String>>,
 }
 
 fn is_ours(text: &str) -> bool {
@@ -667,6 +701,9 @@ pub fn revert(rp: &RevertPlan, state_dir: &Path) -> Result<Option<PathBuf>, Appl
         err,
         rollback: rollback_note(&dir),
     };
+    if let Err(e) = super::ufw::revert(&rp.ufw) {
+        return Err(fail("ufw delete".into(), e));
+    }
     for ((b, tf), text) in &rp.iptables {
         let f = dir.join(format!("revert-{}.rules", restore_bin(*b, *tf)));
         write(&f, text)?;

@@ -118,7 +118,13 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
         );
     }
     if args.revert {
-        let rp = apply::revert_plan(&prepared.ruleset);
+        let mut rp = apply::revert_plan(&prepared.ruleset);
+        // ufw keeps its rules' comments in its files, not in the kernel's rules.
+        rp.ufw = super::ufw::revert_plan().map_err(|e| anyhow::anyhow!("ufw: {e}"))?;
+        rp.count += rp.ufw.len();
+        if !rp.ufw.is_empty() {
+            rp.touched.push(apply::Touched::UfwRules);
+        }
         return match apply::revert(&rp, &state_dir)? {
             None => {
                 crate::outln!("nothing to revert: no rule or set of origin-audit's is loaded");
@@ -248,7 +254,12 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
         Ok(dir) => {
             print_plan(&plan, args.format, &v4, &v6)?;
             crate::outln!(
-                "applied and verified against the kernel (backup {}; `origin-audit fix --revert` removes the added rules{})",
+                "applied{} and verified against the kernel (backup {}; `origin-audit fix --revert` removes the added rules{})",
+                if super::ufw::applies(&plan) {
+                    " through ufw (kept by `ufw reload` and at boot)"
+                } else {
+                    ""
+                },
                 dir.display(),
                 if plan.remove_banned && plan.has_ban_removals() {
                     "; removed ban entries are not re-added by it"

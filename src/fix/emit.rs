@@ -368,30 +368,49 @@ pub fn ufw_commands(plan: &Plan) -> String {
         "# origin-audit fix (ufw form). ufw keeps these in /etc/ufw/user.rules and /etc/ufw/user6.rules.\n# Note: ufw's user rules run after /etc/ufw/before.rules; a drop there needs editing that file.\n",
     );
     s.push_str(&translated_note(plan));
+    for args in ufw_args(plan) {
+        let words: Vec<String> = args.iter().map(|a| shell_word(a)).collect();
+        let _ = writeln!(s, "ufw {}", words.join(" "));
+    }
+    s
+}
+
+/// The ufw invocations (arguments after `ufw`) of the plan: per family the provider ranges on
+/// the ports the additions open, inbound and, for answers, outbound.
+pub fn ufw_args(plan: &Plan) -> Vec<Vec<String>> {
+    let mut v = Vec::new();
     for ps in dedup_families(plan) {
         // `insert 1` is refused for IPv6 when rule 1 is IPv4 (ufw numbers both lists
         // together); `prepend` puts each family's rule at the top of its own list.
-        let verb = match ps.0 {
-            Family::V4 => "insert 1",
-            Family::V6 => "prepend",
+        let verb: &[&str] = match ps.0 {
+            Family::V4 => &["insert", "1"],
+            Family::V6 => &["prepend"],
         };
+        let words =
+            |w: &[&str]| -> Vec<String> { verb.iter().chain(w).map(|s| s.to_string()).collect() };
         for e in &ps.1 {
             for p in &plan.ports_needed_dir(ps.0, Direction::In) {
-                let _ = writeln!(
-                    s,
-                    "ufw {verb} allow proto tcp from {e} to any port {p} comment '{COMMENT}'"
-                );
+                let p = p.to_string();
+                // `port 1:65535` on the provider's side (TCP never uses port 0): without it a
+                // rule of the admin's with the same addresses and port but another action
+                // (`ufw reject from CIDR to any port 443`) makes ufw print "Skipping inserting
+                // existing rule" and exit 0, adding nothing.
+                v.push(words(&[
+                    "allow", "proto", "tcp", "from", e, "port", "1:65535", "to", "any", "port", &p,
+                    "comment", COMMENT,
+                ]));
             }
             // The answer leaves from the web port toward the provider (ufw-user-output).
             for p in &plan.ports_needed_dir(ps.0, Direction::Reply) {
-                let _ = writeln!(
-                    s,
-                    "ufw {verb} allow out proto tcp from any port {p} to {e} comment '{COMMENT}'"
-                );
+                let p = p.to_string();
+                v.push(words(&[
+                    "allow", "out", "proto", "tcp", "from", "any", "port", &p, "to", e, "port",
+                    "1:65535", "comment", COMMENT,
+                ]));
             }
         }
     }
-    s
+    v
 }
 
 /// firewalld's zones filter what arrives, not what this host sends: an accept for the answers
