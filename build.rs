@@ -39,6 +39,18 @@ fn main() -> io::Result<()> {
     // sections admins look for: EXIT STATUS, FILES.
     clap_mangen::generate_to(cmd.clone(), &man_dir)?;
     fs::write(man_dir.join("origin-audit.1"), main_page(cmd.clone())?)?;
+    // The subcommands' pages again, with EXAMPLES, EXIT STATUS and SEE ALSO (and for fix, how
+    // changes are applied, confirmed and reverted) after clap's options.
+    for sub in cmd.get_subcommands() {
+        let name = sub.get_name().to_string();
+        let page = format!("origin-audit-{name}");
+        let sub = sub
+            .clone()
+            .display_name(page.clone())
+            .bin_name(format!("origin-audit {name}"))
+            .version(env!("CARGO_PKG_VERSION"));
+        fs::write(man_dir.join(format!("{page}.1")), sub_page(sub, &name)?)?;
+    }
 
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let path = clap_complete::generate_to(shell, &mut cmd, "origin-audit", &comp_dir)?;
@@ -73,6 +85,124 @@ fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
         fs::copy(e.path(), to.join(e.file_name()))?;
     }
     Ok(())
+}
+
+/// (example, what it does) per subcommand.
+fn examples(sub: &str) -> &'static [(&'static str, &'static str)] {
+    match sub {
+        "check" => &[
+            (
+                "sudo origin-audit check",
+                "audit this host; findings with the rule, the path and the fix.",
+            ),
+            (
+                "origin-audit check --quiet --prometheus",
+                "for a timer: silent when all is well, metrics where node_exporter reads them.",
+            ),
+            (
+                "origin-audit check --nagios --timeout 50",
+                "a Nagios/Icinga plugin: one status line with performance data.",
+            ),
+            (
+                "origin-audit check --format json | jq .findings",
+                "the findings for configuration management.",
+            ),
+            (
+                "origin-audit check --nft-json candidate.json --with-host",
+                "a candidate ruleset with this host's listeners and routes, before loading it.",
+            ),
+        ],
+        "explain" => &[
+            (
+                "sudo origin-audit explain 173.245.48.1 443",
+                "every chain and rule a new connection from that address meets, and its answer.",
+            ),
+            (
+                "origin-audit explain 2400:cb00::1 443 --established",
+                "a packet of an established connection instead.",
+            ),
+        ],
+        "snapshot" => &[
+            (
+                "sudo origin-audit snapshot -o host.json",
+                "everything the audit reads, in one file.",
+            ),
+            (
+                "origin-audit check --snapshot host.json",
+                "audit that file elsewhere (no root needed).",
+            ),
+        ],
+        "fix" => &[
+            (
+                "sudo origin-audit fix",
+                "the plan: where each accept goes, its proof on the model, in the firewall manager's own form.",
+            ),
+            (
+                "origin-audit fix --emit ufw",
+                "the commands for one form (nft, iptables, ufw, firewalld).",
+            ),
+            (
+                "sudo origin-audit fix --apply --confirm-timeout 120",
+                "apply, verify against the kernel, and roll back unless fix --confirm arrives within 120 s.",
+            ),
+            (
+                "sudo origin-audit fix --confirm",
+                "keep the change waiting for confirmation.",
+            ),
+            (
+                "sudo origin-audit fix --revert",
+                "remove exactly the rules and sets origin-audit added.",
+            ),
+        ],
+        "config" => &[
+            (
+                "origin-audit config check",
+                "validate /etc/origin-audit/config.toml (line and key named on error).",
+            ),
+            (
+                "origin-audit config show",
+                "the configuration in effect, defaults included.",
+            ),
+        ],
+        _ => &[],
+    }
+}
+
+fn sub_page(cmd: clap::Command, name: &str) -> io::Result<Vec<u8>> {
+    let man = clap_mangen::Man::new(cmd).section("1");
+    let mut buf = Vec::new();
+    man.render_title(&mut buf)?;
+    man.render_name_section(&mut buf)?;
+    man.render_synopsis_section(&mut buf)?;
+    man.render_description_section(&mut buf)?;
+    man.render_options_section(&mut buf)?;
+    man.render_subcommands_section(&mut buf)?;
+    let mut r = Roff::default();
+    if name == "fix" {
+        r.control("SH", ["APPLYING"]);
+        r.text([roman(
+            "fix prints the plan and changes nothing. With --apply, as root: the tables it touches are saved under --state-dir (default /var/lib/origin-audit/backups/, 0700, files 0600); the rules are re-read and must still be those planned on; the change is loaded in one transaction per backend (nft -f, iptables-restore --noflush, ipset restore; on ufw hosts through ufw itself, so ufw reload keeps it); the kernel is re-read and re-analysed, and any disagreement with the proof restores the backup. --confirm-timeout SECS then waits for fix --confirm and restores otherwise; a run killed during the wait is restored by the next fix, or by fix --rollback-pending from a timer. check reports a pending change (fix-pending). --revert removes exactly the rules carrying origin-audit's comment (and on ufw hosts its ufw rules).",
+        )]);
+    }
+    r.control("SH", ["EXAMPLES"]);
+    for (ex, what) in examples(name) {
+        r.control("TP", [] as [&str; 0]);
+        r.text([bold(*ex)]);
+        r.text([roman(*what)]);
+    }
+    r.control("SH", ["EXIT STATUS"]);
+    r.text([roman(match name {
+        "fix" => "0: nothing to fix, or the change was applied and verified (or reverted); 1: a fix is proposed (dry run); 2: the fix could not be offered or applied (the message says why; anything applied was restored); 3: unknown (unreadable firewall, bad configuration, usage error).",
+        "check" => "0 ok, 1 warning, 2 critical, 3 unknown — the Nagios plugin convention; see origin-audit(1) for what each covers.",
+        _ => "0 on success, 3 on any error (unreadable input, bad configuration, usage error); see origin-audit(1).",
+    })]);
+    r.control("SH", ["SEE ALSO"]);
+    r.text([roman(
+        "origin-audit(1), origin-audit-check(1), origin-audit-explain(1), origin-audit-fix(1), origin-audit-snapshot(1), origin-audit-config(1), nft(8), iptables(8), ipset(8), ufw(8), firewall-cmd(1); /usr/share/doc/origin-audit/README.md (the JSON and metrics contracts, the finding codes)",
+    )]);
+    buf.extend_from_slice(r.render().as_bytes());
+    man.render_version_section(&mut buf)?;
+    Ok(buf)
 }
 
 fn main_page(cmd: clap::Command) -> io::Result<Vec<u8>> {
@@ -125,8 +255,8 @@ fn main_page(cmd: clap::Command) -> io::Result<Vec<u8>> {
         ),
         ("/var/cache/origin-audit/", "cached Cloudflare ranges."),
         (
-            "/var/lib/origin-audit/origin-audit.prom",
-            "metrics written by the packaged systemd service (--prometheus-textfile).",
+            "/var/lib/prometheus/node-exporter/origin-audit.prom",
+            "metrics written by the packaged systemd service and cron job (--prometheus); in /var/lib/origin-audit/ when node_exporter's directory does not exist.",
         ),
         (
             "/lib/systemd/system/origin-audit.timer",
