@@ -164,6 +164,16 @@ fn examples(sub: &str) -> &'static [(&'static str, &'static str)] {
                 "the configuration in effect, defaults included.",
             ),
         ],
+        "codes" => &[
+            (
+                "origin-audit codes",
+                "every finding code with its default severity and the Cloudflare error visitors see.",
+            ),
+            (
+                "origin-audit codes range-dropped",
+                "what one finding means and what to do about it.",
+            ),
+        ],
         _ => &[],
     }
 }

@@ -34,6 +34,12 @@ pub enum Command {
     /// Validate or print the configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The finding codes: all of them with severity and Cloudflare error, or one explained.
+    Codes {
+        /// A finding code (e.g. range-dropped) to explain.
+        #[arg(value_name = "CODE")]
+        code: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]

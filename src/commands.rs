@@ -389,3 +389,46 @@ pub fn explain(args: ExplainArgs, cfg: &crate::config::Config) -> anyhow::Result
         VerdictKind::Drop | VerdictKind::Reject => 2,
     })
 }
+
+/// `origin-audit codes [CODE]`: the finding catalogue (the same text the README's table and
+/// the JSON `findings[].code` refer to). An unknown code is an error naming the known ones.
+pub fn codes(code: Option<&str>) -> anyhow::Result<u8> {
+    use crate::findings::Code;
+    let cf = |c: Code| {
+        c.cf_error()
+            .map(|e| format!("Cloudflare {e}"))
+            .unwrap_or_else(|| "—".into())
+    };
+    match code {
+        None => {
+            for c in Code::ALL {
+                crate::outln!(
+                    "{:<24} {:<8} {:<15} {}",
+                    c.id(),
+                    c.default_severity().as_str(),
+                    cf(*c),
+                    c.title()
+                );
+            }
+            Ok(0)
+        }
+        Some(id) => {
+            let Some(c) = Code::ALL.iter().find(|c| c.id() == id) else {
+                let known: Vec<&str> = Code::ALL.iter().map(|c| c.id()).collect();
+                anyhow::bail!(
+                    "unknown finding code {id:?}; the codes are: {}",
+                    known.join(", ")
+                );
+            };
+            crate::outln!(
+                "{} — {}\nseverity: {} (the default; [severity] in the configuration can change it)\nvisitors see: {}\n\n{}",
+                c.id(),
+                c.title(),
+                c.default_severity().as_str(),
+                cf(*c),
+                c.description()
+            );
+            Ok(0)
+        }
+    }
+}

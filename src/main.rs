@@ -45,6 +45,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Check(args) => check(args, config_path.as_deref()),
+        Command::Codes { code } => origin_audit::commands::codes(code.as_deref()),
         Command::Explain(mut args) => {
             let cfg = setup(config_path.as_deref(), &mut args.input)?;
             explain(args, &cfg)

@@ -561,7 +561,7 @@ fn subcommand_man_pages_have_examples_exit_status_and_see_also() {
         .parent()
         .unwrap()
         .join("assets/man");
-    for sub in ["check", "explain", "snapshot", "fix", "config"] {
+    for sub in ["check", "explain", "snapshot", "fix", "config", "codes"] {
         let p = man.join(format!("origin-audit-{sub}.1"));
         let t = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         for s in [".SH EXAMPLES", ".SH \"EXIT STATUS\"", ".SH \"SEE ALSO\""] {
@@ -582,4 +582,27 @@ fn subcommand_man_pages_have_examples_exit_status_and_see_also() {
     ] {
         assert!(fix.contains(w), "fix(1) lacks {w}");
     }
+}
+
+#[test]
+fn codes_lists_and_explains_every_finding_code() {
+    let o = run(&["codes"]);
+    assert_eq!(o.status.code(), Some(0));
+    let list = String::from_utf8_lossy(&o.stdout).into_owned();
+    for c in origin_audit::findings::Code::ALL {
+        assert!(
+            list.lines().any(|l| l.starts_with(c.id())),
+            "{} missing:\n{list}",
+            c.id()
+        );
+        let o = run(&["codes", c.id()]);
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.code() == Some(0) && t.contains(c.description()),
+            "{t}"
+        );
+    }
+    let o = run(&["codes", "no-such-code"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("range-dropped"));
 }
