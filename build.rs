@@ -39,6 +39,33 @@ fn main() -> io::Result<()> {
     // sections admins look for: EXIT STATUS, FILES.
     clap_mangen::generate_to(cmd.clone(), &man_dir)?;
     fs::write(man_dir.join("origin-audit.1"), main_page(cmd.clone())?)?;
+    // The wire contracts, from the module documentation that owns them (one source).
+    for (src, page, section, title) in [
+        (
+            "src/render/json.rs",
+            "origin-audit-json",
+            "5",
+            "the JSON output of origin-audit",
+        ),
+        (
+            "src/render/prometheus.rs",
+            "origin-audit-metrics",
+            "7",
+            "the Prometheus metrics of origin-audit",
+        ),
+        (
+            "src/render/nagios.rs",
+            "origin-audit-nagios",
+            "7",
+            "the Nagios plugin output of origin-audit",
+        ),
+    ] {
+        println!("cargo:rerun-if-changed={src}");
+        fs::write(
+            man_dir.join(format!("{page}.{section}")),
+            contract_page(&fs::read_to_string(src)?, page, section, title),
+        )?;
+    }
     // The subcommands' pages again, with EXAMPLES, EXIT STATUS and SEE ALSO (and for fix, how
     // changes are applied, confirmed and reverted) after clap's options.
     for sub in cmd.get_subcommands() {
@@ -85,6 +112,32 @@ fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
         fs::copy(e.path(), to.join(e.file_name()))?;
     }
     Ok(())
+}
+
+/// A man page holding a module's `//!` documentation verbatim (no filling, so the schema
+/// blocks keep their layout). The module text is the contract; this page only carries it.
+fn contract_page(source: &str, page: &str, section: &str, title: &str) -> String {
+    let mut r = Roff::default();
+    r.control("TH", [page, section, "", "origin-audit", ""]);
+    r.control("SH", ["NAME"]);
+    r.text([roman(format!("{page} - {title}"))]);
+    r.control("SH", ["DESCRIPTION"]);
+    r.control("nf", [] as [&str; 0]);
+    for line in source.lines().take_while(|l| l.starts_with("//!")) {
+        let t = line
+            .trim_start_matches("//!")
+            .strip_prefix(' ')
+            .unwrap_or(line.trim_start_matches("//!"));
+        if t.starts_with("```") {
+            continue;
+        }
+        r.text([roman(t)]);
+        r.control("br", [] as [&str; 0]);
+    }
+    r.control("fi", [] as [&str; 0]);
+    r.control("SH", ["SEE ALSO"]);
+    r.text([roman("origin-audit(1), origin-audit-check(1)")]);
+    r.render()
 }
 
 /// (example, what it does) per subcommand.

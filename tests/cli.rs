@@ -573,6 +573,11 @@ fn subcommand_man_pages_have_examples_exit_status_and_see_also() {
             p.display()
         );
     }
+    // The wire contracts, carried from the modules that own them.
+    let json = std::fs::read_to_string(man.join("origin-audit-json.5")).unwrap();
+    assert!(json.contains("origin\\-audit/1") && json.contains("reachability"));
+    let metrics = std::fs::read_to_string(man.join("origin-audit-metrics.7")).unwrap();
+    assert!(metrics.contains("origin_audit_blocked_addresses_ratio"));
     let fix = std::fs::read_to_string(man.join("origin-audit-fix.1")).unwrap();
     for w in [
         "APPLYING",

@@ -284,6 +284,8 @@ fn deb_builds_installs_audits_and_purges() {
         "./usr/bin/origin-audit",
         "./usr/share/man/man1/origin-audit.1",
         "./usr/share/man/man1/origin-audit-check.1",
+        "./usr/share/man/man5/origin-audit-json.5",
+        "./usr/share/man/man7/origin-audit-metrics.7",
         "./usr/share/bash-completion/completions/origin-audit",
         "./usr/share/zsh/vendor-completions/_origin-audit",
         "./usr/share/fish/vendor_completions.d/origin-audit.fish",
