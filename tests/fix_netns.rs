@@ -975,6 +975,7 @@ fn is_firewall_command(fix: &str) -> bool {
         "iptables-legacy ",
         "ip6tables-nft ",
         "ip6tables-legacy ",
+        "ufw ",
     ]
     .iter()
     .any(|t| fix.starts_with(t))

@@ -990,6 +990,7 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
                 )
             })
         }
+        _ if ufw_user_rules_precede(&r.chain) => ufw_hint(r, sources, ports, false),
         b => {
             let bin = match (b, r.family) {
                 (Backend::IptablesLegacy, TableFamily::Ip6) => "ip6tables-legacy",
@@ -1016,6 +1017,52 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     }
 }
 
+/// ufw chains that ufw's user rules come before (ufw(8): before → user → after → reject,
+/// then the policy; `limit` rules live in the user list): a `ufw insert 1` / `ufw prepend`
+/// accept lands ahead of the culprit and, unlike an iptables command, survives `ufw reload`.
+fn ufw_user_rules_precede(chain: &str) -> bool {
+    let c = chain
+        .strip_prefix("ufw6-")
+        .or_else(|| chain.strip_prefix("ufw-"))
+        .unwrap_or("");
+    matches!(
+        c,
+        "user-input"
+            | "user-output"
+            | "user-limit"
+            | "user-limit-accept"
+            | "after-input"
+            | "after-output"
+            | "after-logging-input"
+            | "after-logging-output"
+            | "reject-input"
+            | "reject-output"
+    )
+}
+
+/// The ufw commands accepting `sources` on `ports` (or, for `reply`, the answers to them), one
+/// per range and port. The provider side names `port 1:65535` (TCP never uses port 0) so that a
+/// rule of the admin's with the same addresses and port does not make ufw skip ours ("Skipping
+/// inserting existing rule").
+fn ufw_hint(r: &RuleRef, sources: &[String], ports: &[u16], reply: bool) -> String {
+    let mut cmds = Vec::new();
+    for s in sources {
+        let verb = if s.contains(':') {
+            "prepend"
+        } else {
+            "insert 1"
+        };
+        for p in ports {
+            cmds.push(if reply || r.direction == firewall::Direction::Reply {
+                format!("ufw {verb} allow out proto tcp from any port {p} to {s} port 1:65535 comment origin-audit")
+            } else {
+                format!("ufw {verb} allow proto tcp from {s} port 1:65535 to any port {p} comment origin-audit")
+            });
+        }
+    }
+    cmds.join(" && ")
+}
+
 /// One nft command per address family (a set literal of mixed families is refused: "Address
 /// family for hostname not supported"), joined so the line pastes as one shell command. An
 /// `ip` table sees only IPv4 and an `ip6` table only IPv6: the other family is left out.
@@ -1037,6 +1084,9 @@ fn nft_per_family(r: &RuleRef, sources: &[String], cmd: impl Fn(&str, &str) -> S
 fn reply_fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     let ports_s: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
     let policy = r.position == 0;
+    if r.backend != Backend::Nft && ufw_user_rules_precede(&r.chain) {
+        return ufw_hint(r, sources, ports, true);
+    }
     match r.backend {
         Backend::Nft => {
             let (verb, at) = match (policy, r.handle) {
@@ -1673,6 +1723,62 @@ pub fn block_verdicts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rule(backend: Backend, family: TableFamily, chain: &str) -> RuleRef {
+        RuleRef {
+            backend,
+            family,
+            table: "filter".into(),
+            chain: chain.into(),
+            position: 3,
+            handle: Some(7),
+            text: "x".into(),
+            direction: firewall::Direction::In,
+        }
+    }
+
+    #[test]
+    fn nft_hints_are_one_command_per_family() {
+        let both = ["104.24.0.0/14".to_string(), "2400:cb00::/32".to_string()];
+        let h = fix_hint(
+            &rule(Backend::Nft, TableFamily::Inet, "input"),
+            &both,
+            &[443],
+        );
+        assert_eq!(
+            h,
+            "nft insert rule inet filter input position 7 ip saddr { 104.24.0.0/14 } tcp dport { 443 } accept comment \"origin-audit\" && \
+             nft insert rule inet filter input position 7 ip6 saddr { 2400:cb00::/32 } tcp dport { 443 } accept comment \"origin-audit\""
+        );
+        // An `ip` table sees IPv4 only: no ip6 command in it.
+        let h = fix_hint(&rule(Backend::Nft, TableFamily::Ip, "input"), &both, &[443]);
+        assert!(!h.contains("ip6") && !h.contains("&&"), "{h}");
+    }
+
+    #[test]
+    fn ufw_user_chain_hints_are_ufw_commands() {
+        let src = ["173.245.48.0/20".to_string()];
+        let h = fix_hint(
+            &rule(Backend::IptablesNft, TableFamily::Ip, "ufw-user-input"),
+            &src,
+            &[80, 443],
+        );
+        assert_eq!(
+            h,
+            "ufw insert 1 allow proto tcp from 173.245.48.0/20 port 1:65535 to any port 80 comment origin-audit && \
+             ufw insert 1 allow proto tcp from 173.245.48.0/20 port 1:65535 to any port 443 comment origin-audit"
+        );
+        // ufw-before-input runs before the user rules: a ufw allow would not help there.
+        let h = fix_hint(
+            &rule(Backend::IptablesNft, TableFamily::Ip, "ufw-before-input"),
+            &src,
+            &[443],
+        );
+        assert!(
+            h.starts_with("iptables-nft -t filter -I ufw-before-input 3 "),
+            "{h}"
+        );
+    }
 
     /// `iptables-nft-save` (iptables v1.8.9) in a namespace holding only the native
     /// `table ip filter { chain input { type filter hook input priority 0; … } }`.
