@@ -276,13 +276,6 @@ fn main() -> ExitCode {
         eprintln!("fix_netns: not root — the namespace tests were NOT run");
         return ExitCode::FAILURE;
     }
-    // Bounded: the whole run may not exceed this, whatever hangs.
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(900));
-        eprintln!("fix_netns: WATCHDOG: cleaning up and failing");
-        netns::cleanup_all();
-        std::process::exit(3);
-    });
     let exe = match std::env::current_exe() {
         Ok(p) => p.to_string_lossy().into_owned(),
         Err(e) => {
@@ -348,6 +341,20 @@ fn main() -> ExitCode {
         cases.push((name.into(), Case::Fault(sc.clone(), f)));
     }
     cases.retain(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())));
+    // Bounded: the whole run may not exceed this, whatever hangs. Every step inside a case
+    // has its own bound (commands 120 s, waits 30 s); this catches what they miss. Scaled by
+    // the number of cases (a case takes 1–50 s uncontended; a loaded 2-core CI machine takes
+    // up to three times that), so a slow machine is not mistaken for a hang.
+    let budget = Duration::from_secs(300 + 150 * cases.len() as u64);
+    std::thread::spawn(move || {
+        std::thread::sleep(budget);
+        eprintln!(
+            "fix_netns: WATCHDOG: {} s passed; cleaning up and failing",
+            budget.as_secs()
+        );
+        netns::cleanup_all();
+        std::process::exit(3);
+    });
     let mut failed = vec![];
     for (i, (name, case)) in cases.iter().enumerate() {
         let t = std::time::Instant::now();
@@ -976,6 +983,7 @@ fn is_firewall_command(fix: &str) -> bool {
         "ip6tables-nft ",
         "ip6tables-legacy ",
         "ufw ",
+        "origin-audit ",
     ]
     .iter()
     .any(|t| fix.starts_with(t))
@@ -1014,6 +1022,10 @@ fn paste_hints(
         for h in &new {
             let mut c = lab.in_origin("sh");
             c.args(["-c", h]);
+            // `origin-audit …` hints run this build's binary, as if installed.
+            let bin_dir = Path::new(BIN).parent().unwrap_or(Path::new("/"));
+            let path = std::env::var("PATH").unwrap_or_default();
+            c.env("PATH", format!("{}:{path}", bin_dir.display()));
             match netns::run(&mut c, None, Duration::from_secs(60)) {
                 Ok(o) if o.code == Some(0) => {}
                 Ok(o) => fails.push(format!(

@@ -741,7 +741,7 @@ pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) ->
     }
 
     let mut findings = Vec::new();
-    findings.extend(reach_findings(&rows));
+    findings.extend(reach_findings(&rows, translates_ports(rs)));
     // The namespace's listen-overflow counters back a full accept queue (cumulative: evidence
     // that drops happened, beside the queue seen full now).
     if let Some(ev) = snap.counters.and_then(|c| c.listen_evidence()) {
@@ -922,6 +922,11 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     let ports_s: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
     // Before the culprit rule in its own chain; for a policy, appended at the chain's end.
     let policy = r.position == 0;
+    if r.direction == firewall::Direction::In
+        && let Some(jail) = fail2ban_jail(r)
+    {
+        return fail2ban_hint(&jail, sources);
+    }
     if r.direction == firewall::Direction::Reply
         && matches!(
             r.backend,
@@ -934,13 +939,13 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
         Backend::Kernel if r.text.contains("rp_filter") => {
             let key = r.text.split(" = ").next().unwrap_or(&r.text);
             format!(
-                "sysctl -w {key}=2 (loose), or route the provider's ranges back by the interface they arrive on; persist it in /etc/sysctl.d/"
+                "sysctl -w {key}=2  # loose; or route the provider's ranges back by the interface they arrive on; persist it in /etc/sysctl.d/"
             )
         }
         Backend::Kernel => {
             let key = r.text.split(" = ").next().unwrap_or(&r.text);
             format!(
-                "sysctl -w {key}=1 (and persist it in /etc/sysctl.d/) — forwarded traffic is dropped while it is 0"
+                "sysctl -w {key}=1  # forwarded traffic is dropped while it is 0; persist it in /etc/sysctl.d/"
             )
         }
         Backend::Route => match r.text.split_whitespace().next() {
@@ -953,7 +958,7 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
                 format!("ip {v6}route del {}", r.text)
             }
             _ if r.table == "rules" => format!(
-                "ip rule del {} (or make the table it selects route the provider's ranges out of the public interface)",
+                "ip rule del {}  # or make the table it selects route the provider's ranges out of the public interface",
                 r.text.trim_start_matches(|c: char| c.is_ascii_digit() || c == ':').trim()
             ),
             _ => "add a route back to the provider's ranges through the public interface (e.g. a default route)".to_string(),
@@ -1015,6 +1020,43 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
             )
         }
     }
+}
+
+/// The fail2ban jail whose ban decides: its iptables chain `f2b-JAIL`, or in its nft table
+/// (`f2b-table`) the set the rule looks up, `addr-set-JAIL` / `addr6-set-JAIL`.
+fn fail2ban_jail(r: &RuleRef) -> Option<String> {
+    if r.backend != Backend::Nft
+        && let Some(j) = r.chain.strip_prefix("f2b-")
+    {
+        return Some(j.to_string());
+    }
+    if r.backend == Backend::Nft && r.table == "f2b-table" {
+        return r.text.split_whitespace().find_map(|w| {
+            let w = w.trim_start_matches('@');
+            w.strip_prefix("addr-set-")
+                .or_else(|| w.strip_prefix("addr6-set-"))
+                .map(str::to_string)
+        });
+    }
+    None
+}
+
+/// Lift the ban with fail2ban itself (so its state agrees), and say why it happened: behind
+/// Cloudflare every visitor arrives from Cloudflare's addresses. A shell comment carries the
+/// advice, so the line still pastes as a command.
+fn fail2ban_hint(jail: &str, sources: &[String]) -> String {
+    let addrs: Vec<&str> = sources
+        .iter()
+        .map(|s| {
+            s.strip_suffix("/32")
+                .or_else(|| s.strip_suffix("/128"))
+                .unwrap_or(s)
+        })
+        .collect();
+    format!(
+        "fail2ban-client set {jail} unbanip {}  # the ban hit Cloudflare, not the visitor: add Cloudflare's ranges to ignoreip in /etc/fail2ban/jail.local and log the visitor's address (CF-Connecting-IP); `origin-audit fix` prints both",
+        addrs.join(" ")
+    )
 }
 
 /// ufw chains that ufw's user rules come before (ufw(8): before → user → after → reject,
@@ -1120,16 +1162,47 @@ fn reply_fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
             } else {
                 format!("-m multiport --sports {}", ports_s.join(","))
             };
+            // REJECT's answer: an ICMP error (RELATED to the SYN's entry) is not TCP, so the
+            // sport rule misses it; a TCP reset leaves from the web port and is covered.
+            let icmp = if r.family == TableFamily::Ip6 {
+                "ipv6-icmp"
+            } else {
+                "icmp"
+            };
             format!(
-                "{bin} -t {} {at} -d {} -p tcp {sport} -m comment --comment origin-audit -j ACCEPT",
-                r.table,
-                sources.join(","),
+                "{bin} -t {t} {at} -d {d} -p tcp {sport} -m comment --comment origin-audit -j ACCEPT && \
+                 {bin} -t {t} {at} -d {d} -p {icmp} -m conntrack --ctstate RELATED -m comment --comment origin-audit -j ACCEPT",
+                t = r.table,
+                d = sources.join(","),
             )
         }
     }
 }
 
-fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
+/// Whether a DNAT or REDIRECT rewrites a destination port: the filter chains after nat
+/// PREROUTING then see the translated port (and the answer leaves from it), so a one-line
+/// accept naming the audited port would not match there.
+fn translates_ports(rs: &firewall::Ruleset) -> bool {
+    rs.tables
+        .iter()
+        .flat_map(|t| &t.chains)
+        .flat_map(|c| &c.rules)
+        .any(|r| {
+            matches!(
+                r.verdict,
+                firewall::Verdict::Dnat { port: Some(_), .. }
+                    | firewall::Verdict::Redirect { port: Some(_) }
+            )
+        })
+}
+
+/// Before nat PREROUTING (raw, and mangle PREROUTING): the packet still has its original port.
+fn before_dnat(r: &RuleRef) -> bool {
+    r.direction == firewall::Direction::In
+        && (r.table == "raw" || (r.table == "mangle" && r.chain == "PREROUTING"))
+}
+
+fn reach_findings(rows: &[ReachRow], translates: bool) -> Vec<Finding> {
     // Group by (verdict, rule, conditions); within a group, by the source set, so one finding
     // says "rule X drops A, B on ports 80, 443" when it treats ports alike.
     type Key = (VerdictKind, Option<String>, Vec<String>);
@@ -1187,7 +1260,19 @@ fn reach_findings(rows: &[ReachRow]) -> Vec<Finding> {
                 summarize(&sources),
                 ports_s.join(", "),
             );
-            let fix = rule.as_ref().map(|r| fix_hint(r, &sources, &ports));
+            let fix = rule.as_ref().map(|r| {
+                if translates
+                    && matches!(
+                        r.backend,
+                        Backend::Nft | Backend::IptablesNft | Backend::IptablesLegacy
+                    )
+                    && !before_dnat(r)
+                {
+                    "origin-audit fix --apply  # a DNAT/REDIRECT changes the port this chain sees: fix plans the accepts on the translated ports, proves them on the model and verifies them in the kernel (`origin-audit fix` shows them first)".to_string()
+                } else {
+                    fix_hint(r, &sources, &ports)
+                }
+            });
             if let Some(c) = conditions.iter().find(|c| c.contains("asymmetric route")) {
                 out.push(Finding {
                     code: Code::AsymmetricRoute,
@@ -1753,6 +1838,29 @@ mod tests {
         // An `ip` table sees IPv4 only: no ip6 command in it.
         let h = fix_hint(&rule(Backend::Nft, TableFamily::Ip, "input"), &both, &[443]);
         assert!(!h.contains("ip6") && !h.contains("&&"), "{h}");
+    }
+
+    #[test]
+    fn fail2ban_bans_are_lifted_with_fail2ban_client() {
+        let src = ["162.158.0.9/32".to_string()];
+        let h = fix_hint(
+            &rule(Backend::IptablesNft, TableFamily::Ip, "f2b-nginx"),
+            &src,
+            &[443],
+        );
+        assert!(
+            h.starts_with("fail2ban-client set nginx unbanip 162.158.0.9  # "),
+            "{h}"
+        );
+        let mut r = rule(Backend::Nft, TableFamily::Inet, "f2b-chain");
+        r.table = "f2b-table".into();
+        r.text =
+            "tcp dport { 80, 443 } ip saddr @addr-set-web reject with icmp port-unreachable".into();
+        let h = fix_hint(&r, &src, &[443]);
+        assert!(
+            h.starts_with("fail2ban-client set web unbanip 162.158.0.9  # "),
+            "{h}"
+        );
     }
 
     #[test]
