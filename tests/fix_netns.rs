@@ -1026,7 +1026,15 @@ fn paste_hints(
             let bin_dir = Path::new(BIN).parent().unwrap_or(Path::new("/"));
             let path = std::env::var("PATH").unwrap_or_default();
             c.env("PATH", format!("{}:{path}", bin_dir.display()));
-            match netns::run(&mut c, None, Duration::from_secs(60)) {
+            // `origin-audit fix --apply` reads, plans, proves and re-reads a ruleset of
+            // thousands of rules in a debug build, after trying the ranges API (no network
+            // here): the budget of the test's own `fix` runs.
+            let budget = if h.starts_with("origin-audit ") {
+                120
+            } else {
+                60
+            };
+            match netns::run(&mut c, None, Duration::from_secs(budget)) {
                 Ok(o) if o.code == Some(0) => {}
                 Ok(o) => fails.push(format!(
                     "pasted hint failed (exit {:?}): {h}\n{}",

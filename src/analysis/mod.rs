@@ -1268,7 +1268,10 @@ fn reach_findings(rows: &[ReachRow], translates: bool) -> Vec<Finding> {
                     )
                     && !before_dnat(r)
                 {
-                    "origin-audit fix --apply  # a DNAT/REDIRECT changes the port this chain sees: fix plans the accepts on the translated ports, proves them on the model and verifies them in the kernel (`origin-audit fix` shows them first)".to_string()
+                    format!(
+                        "origin-audit fix --apply --ports {}  # a DNAT/REDIRECT changes the port this chain sees: fix plans the accepts on the translated ports, proves them on the model and verifies them in the kernel (`origin-audit fix --ports {0}` shows them first)",
+                        ports_s.join(",")
+                    )
                 } else {
                     fix_hint(r, &sources, &ports)
                 }
