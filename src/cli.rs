@@ -171,7 +171,8 @@ pub struct CheckArgs {
     /// Give up after SECS seconds for the whole run: exit 3 (UNKNOWN), the textfile says so.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
-    /// Where `fix` keeps its pending-rollback marker (default /var/lib/origin-audit): a change
+    /// Where `fix` keeps its pending-rollback marker (default: the last `fix --apply`'s
+    /// --state-dir, else $ORIGIN_AUDIT_STATE_DIR, else /var/lib/origin-audit): a change
     /// awaiting `fix --confirm` there is reported (finding fix-pending, metric
     /// origin_audit_fix_pending). Read on live runs, or whenever this is given.
     #[arg(long, value_name = "DIR")]
@@ -249,7 +250,9 @@ pub struct FixArgs {
     /// Remove exactly the rules and sets origin-audit added.
     #[arg(long, conflicts_with_all = ["emit", "confirm"])]
     pub revert: bool,
-    /// Backups and the pending-rollback marker (default /var/lib/origin-audit).
+    /// Backups and the pending-rollback marker (default /var/lib/origin-audit, or
+    /// $ORIGIN_AUDIT_STATE_DIR). An --apply elsewhere is recorded there, so --confirm, --revert,
+    /// --rollback-pending and `check` find it without repeating this.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }

@@ -131,7 +131,7 @@ pub fn default_textfile() -> std::path::PathBuf {
     if dir.is_dir() {
         dir.join("origin-audit.prom")
     } else {
-        Path::new(crate::fix::apply::DEFAULT_STATE_DIR).join("origin-audit.prom")
+        crate::fix::state::default_dir().join("origin-audit.prom")
     }
 }
 
@@ -212,11 +212,12 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
     let mut rollback = None;
     let live = input.snapshot.is_none() && !input.has_offline_dumps();
     if live || args.state_dir.is_some() {
-        let dir = args
-            .state_dir
-            .as_deref()
-            .unwrap_or(Path::new(crate::fix::apply::DEFAULT_STATE_DIR));
-        let (finding, deadline) = pending_fix(dir);
+        // As `fix` finds it: the flag, else the last apply's recorded directory, else the
+        // default (a note about an ignored record is not check's to print).
+        let dir = crate::fix::state::resolve(args.state_dir.as_deref())
+            .map(|(d, _)| d)
+            .unwrap_or_else(|_| crate::fix::state::default_dir());
+        let (finding, deadline) = pending_fix(&dir);
         rollback = deadline;
         report.findings.extend(finding);
         report.recompute_status();
@@ -270,7 +271,7 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
 /// of the rollback.
 fn pending_fix(state_dir: &Path) -> (Option<crate::findings::Finding>, Option<u64>) {
     use crate::findings::{Code, Finding};
-    let dir_arg = if state_dir == Path::new(crate::fix::apply::DEFAULT_STATE_DIR) {
+    let dir_arg = if state_dir == crate::fix::state::default_dir() {
         String::new()
     } else {
         format!(

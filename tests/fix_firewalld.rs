@@ -70,19 +70,14 @@ fn firewalld_form_is_accepted_by_firewalld_tooling() {
         "a fix is offered: {form}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let commands: Vec<Vec<String>> = form
-        .lines()
-        .filter(|l| l.starts_with("firewall-cmd "))
-        .filter(|l| !l.contains("--reload"))
-        .map(|l| shell_words(l.trim_start_matches("firewall-cmd ")))
-        .collect();
-    assert!(commands.len() > 3, "{form}");
     assert!(
-        commands
-            .iter()
-            .any(|c| c.iter().any(|a| a.starts_with("--add-rich-rule="))),
+        form.lines()
+            .filter(|l| l.starts_with("firewall-cmd "))
+            .count()
+            > 3,
         "{form}"
     );
+    assert!(form.contains("--add-rich-rule="), "{form}");
 
     let ns = format!("oa-fwd-{}", std::process::id());
     let st = Command::new("ip")
@@ -101,12 +96,24 @@ fn firewalld_form_is_accepted_by_firewalld_tooling() {
         assert!(st.success());
     }
 
-    for c in &commands {
-        let args: Vec<String> = c.iter().filter(|a| *a != "--permanent").cloned().collect();
-        let o = offline_cmd(&lab.ns, &args);
+    // The form as printed, run by sh (each line must succeed), with firewalld's offline tool
+    // in place of firewall-cmd; twice, as an admin pasting it again would: the second run
+    // must succeed and change nothing.
+    let script: String = form
+        .replace("firewall-cmd --permanent ", "firewall-offline-cmd ")
+        .replace(
+            "firewall-cmd --reload",
+            "firewall-offline-cmd --check-config",
+        );
+    for round in 1..=2 {
+        let o = Command::new("timeout")
+            .arg("120")
+            .args(["ip", "netns", "exec", &lab.ns, "sh", "-ec", &script])
+            .output()
+            .expect("sh");
         assert!(
             o.status.success(),
-            "firewall-offline-cmd {args:?} refused: {}{}",
+            "run {round} of the firewalld form refused: {}{}\n{script}",
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
@@ -126,38 +133,13 @@ fn firewalld_form_is_accepted_by_firewalld_tooling() {
     let rich = offline_cmd(&lab.ns, &["--list-rich-rules".into()]);
     let rich = String::from_utf8_lossy(&rich.stdout).to_string();
     assert!(
-        rich.contains("ipset=\"cloudflare_v4\"") && rich.contains("port=\"80\""),
+        rich.contains("ipset=\"cloudflare_v4\"")
+            && rich.contains("port=\"80\"")
+            // Ahead of the zone's deny rich rules (the zone's `_pre` chain).
+            && rich.contains("priority=\"-32768\"")
+            && rich.lines().count() == form.matches("--add-rich-rule=").count(),
         "{rich}"
     );
     // The host's own configuration was not touched.
     assert!(!Path::new("/etc/firewalld/ipsets/cloudflare_v4.xml").exists());
-}
-
-/// Splits a command line the way sh would for the quoting `emit` produces ('…' and "…").
-fn shell_words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut any = false;
-    for ch in s.chars() {
-        match (quote, ch) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => cur.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(ch);
-                any = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if any || !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            (None, c) => cur.push(c),
-        }
-    }
-    if any || !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }

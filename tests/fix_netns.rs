@@ -336,6 +336,10 @@ fn main() -> ExitCode {
         ("revert-removes-only-ours", Fault::Revert),
         ("two-applies-at-once", Fault::Concurrent),
         ("check-during-confirm-wait", Fault::CheckDuringWait),
+        (
+            "confirm-and-revert-find-the-state-dir",
+            Fault::RecordedStateDir,
+        ),
     ] {
         let sc = if f == Fault::HalfWay { &s18 } else { &s01 };
         cases.push((name.into(), Case::Fault(sc.clone(), f)));
@@ -398,7 +402,13 @@ enum Fault {
     /// `check` while an `--apply --confirm-timeout` waits: the finding and the metrics say a
     /// rollback is pending and when.
     CheckDuringWait,
+    /// `--apply --confirm-timeout --state-dir X`, then `--confirm` and `--revert` without the
+    /// flag: both find X through the note the apply left in the default state directory.
+    RecordedStateDir,
 }
+
+/// The variable that moves origin-audit's default state directory.
+const STATE_ENV: &str = "ORIGIN_AUDIT_STATE_DIR";
 
 enum Case {
     Apply(PathBuf),
@@ -547,7 +557,9 @@ fn fix(
         "--state-dir",
     ])
     .arg(state)
-    .args(extra);
+    .args(extra)
+    // The default state directory is the case's own (never the host's /var/lib/origin-audit).
+    .env(STATE_ENV, state);
     if let Some(p) = path_prefix {
         let path = std::env::var("PATH").unwrap_or_default();
         c.env("PATH", format!("{}:{path}", p.display()));
@@ -756,7 +768,8 @@ fn apply_awaiting_confirm(
         "--state-dir",
     ])
     .arg(state)
-    .args(["--apply", "--confirm-timeout", &secs.to_string()]);
+    .args(["--apply", "--confirm-timeout", &secs.to_string()])
+    .env(STATE_ENV, state);
     let child = c
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -768,6 +781,82 @@ fn apply_awaiting_confirm(
     })
     .map_err(|e| vec![e])?;
     Ok(child)
+}
+
+/// [`Fault::RecordedStateDir`].
+fn recorded_state_dir(
+    lab: &netns::Lab,
+    state: &Path,
+    tmp: &Path,
+    n: usize,
+) -> Result<String, Vec<String>> {
+    let default = tmp.join(format!("default-state-{n}"));
+    let oa = |args: &[&str]| {
+        let mut c = lab.in_origin(BIN);
+        c.args(args).env(STATE_ENV, &default);
+        c
+    };
+    let mut c = oa(&["fix", "--offline", "--ports", &ports_arg(lab), "--apply"]);
+    c.args(["--confirm-timeout", "120", "--state-dir"])
+        .arg(state);
+    let child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| vec![e.to_string()])?;
+    let mut child = KillOnDrop(child);
+    wait_for(|| {
+        state.join("pending-rollback.json").exists() && dumps(lab).contains("origin-audit")
+    })
+    .map_err(|e| vec![e])?;
+    let mut fails = vec![];
+    let out = netns::run(
+        &mut oa(&["fix", "--confirm"]),
+        None,
+        Duration::from_secs(60),
+    )
+    .map_err(|e| vec![e])?;
+    if out.code != Some(0) || !out.stdout.contains("confirmed") {
+        fails.push(format!(
+            "fix --confirm without --state-dir (exit {:?}): {}{}",
+            out.code,
+            out.stdout.trim(),
+            out.stderr.trim()
+        ));
+    }
+    let st = wait_child(&mut child.0, Duration::from_secs(30)).map_err(|e| vec![e])?;
+    if st != Some(0) {
+        fails.push(format!("the waiting apply exited {st:?} after the confirm"));
+    }
+    let recorded = std::fs::read_to_string(default.join("last-state-dir")).unwrap_or_default();
+    if recorded.trim() != state.to_string_lossy() {
+        fails.push(format!(
+            "recorded state directory {recorded:?}, not {}",
+            state.display()
+        ));
+    }
+    let out = netns::run(
+        &mut oa(&["fix", "--offline", "--revert"]),
+        None,
+        Duration::from_secs(120),
+    )
+    .map_err(|e| vec![e])?;
+    if out.code != Some(0)
+        || !out
+            .stderr
+            .contains("using the last apply's state directory")
+    {
+        fails.push(format!(
+            "fix --revert without --state-dir (exit {:?}): {}{}",
+            out.code,
+            out.stdout.trim(),
+            out.stderr.trim()
+        ));
+    }
+    if !fails.is_empty() {
+        return Err(fails);
+    }
+    Ok(format!(" ({})", out.stdout.trim()))
 }
 
 /// Whether the kernel did with `p` what an unblocked Cloudflare probe gets.
@@ -907,6 +996,21 @@ fn apply_case(n: usize, path: &Path, exe: &str, state: &Path) -> Result<String, 
             out.code
         ));
     }
+    if out.code == Some(2) && out.stderr.contains("origin-audit fix --emit firewalld") {
+        // firewalld's own table blocks: a rule added there would not outlive a reload, so fix
+        // refuses and points to the firewalld form; nothing may have changed.
+        if d1 != d0 {
+            return Err(vec![format!(
+                "fix --apply refused on firewalld's table but CHANGED the ruleset:\n{}",
+                out.stderr.trim()
+            )]);
+        }
+        let blocked: Vec<Probe> = blocked.into_iter().cloned().collect();
+        let pasted = paste_hints(&sc, &lab, exe, &blocked, &d0, state)?;
+        return Ok(format!(
+            " (firewalld's table: not applied, the firewalld form pointed to; {pasted} hint(s) checked by firewall-offline-cmd)"
+        ));
+    }
     if out.code != Some(0) {
         let still = d1 == d0;
         return Err(vec![format!(
@@ -983,10 +1087,64 @@ fn is_firewall_command(fix: &str) -> bool {
         "ip6tables-nft ",
         "ip6tables-legacy ",
         "ufw ",
+        "firewall-cmd ",
         "origin-audit ",
     ]
     .iter()
     .any(|t| fix.starts_with(t))
+}
+
+/// A hint that drives firewalld (`firewall-cmd …`, or the firewalld form of `fix` piped to sh).
+fn is_firewalld_hint(h: &str) -> bool {
+    h.starts_with("firewall-cmd ") || h.starts_with("origin-audit fix --emit firewalld")
+}
+
+/// firewalld needs D-Bus and systemd, which this machine does not run: a firewalld hint is
+/// checked by firewalld's own offline tool instead (same option parser, same permanent
+/// configuration writer), on a private copy of /etc/firewalld, then `--check-config`.
+fn offline_firewalld(h: &str) -> String {
+    let code = h.split("  # ").next().unwrap_or(h);
+    let sed = "sed -e 's/firewall-cmd --permanent /firewall-offline-cmd /g' \
+               -e 's/firewall-cmd --reload/firewall-offline-cmd --check-config/g'";
+    if let Some(emit) = code.strip_suffix(" | sh") {
+        // The emitted form, one command per line; without network, on the bundled list.
+        format!("{} --offline | grep -v '^#' | {sed} | sh -e", emit)
+    } else {
+        code.replace("firewall-cmd --permanent ", "firewall-offline-cmd ")
+            .replace(
+                "firewall-cmd --reload",
+                "firewall-offline-cmd --check-config",
+            )
+    }
+}
+
+/// A private /etc/firewalld for the origin namespace (`ip netns exec` bind-mounts
+/// /etc/netns/NS/firewalld over it, ip-netns(8)), removed when dropped.
+struct FirewalldOverlay {
+    dir: PathBuf,
+}
+
+impl FirewalldOverlay {
+    fn new(ns: &str) -> Result<Self, String> {
+        let dir = Path::new("/etc/netns").join(ns).join("firewalld");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let me = FirewalldOverlay { dir };
+        if Path::new("/etc/firewalld").is_dir() {
+            let mut c = std::process::Command::new("cp");
+            c.arg("-a").arg("/etc/firewalld/.").arg(&me.dir);
+            let o = netns::run(&mut c, None, Duration::from_secs(30))?;
+            if o.code != Some(0) {
+                return Err(format!("cp /etc/firewalld: {}", o.stderr.trim()));
+            }
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for FirewalldOverlay {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Runs every firewall hint of `check` through `sh -c` in the origin namespace (each must
@@ -1006,6 +1164,7 @@ fn paste_hints(
     // to three rounds; each hint must work as pasted.
     let mut hints: Vec<String> = vec![];
     let mut fails = vec![];
+    let mut firewalld = None;
     for _round in 0..3 {
         let chk = audit::run_check(sc, lab, BIN).map_err(|e| vec![e])?;
         let new: Vec<String> = chk.report["findings"]
@@ -1020,8 +1179,29 @@ fn paste_hints(
             break;
         }
         for h in &new {
+            if is_firewalld_hint(h) {
+                if firewalld.is_none() {
+                    firewalld = Some(FirewalldOverlay::new(&lab.origin).map_err(|e| vec![e])?);
+                }
+                let mut c = lab.in_origin("sh");
+                c.args(["-ec", &offline_firewalld(h)]);
+                let path = std::env::var("PATH").unwrap_or_default();
+                let bin_dir = Path::new(BIN).parent().unwrap_or(Path::new("/"));
+                c.env("PATH", format!("{}:{path}", bin_dir.display()));
+                match netns::run(&mut c, None, Duration::from_secs(120)) {
+                    Ok(o) if o.code == Some(0) => {}
+                    Ok(o) => fails.push(format!(
+                        "firewalld hint refused by firewall-offline-cmd (exit {:?}): {h}\n{}{}",
+                        o.code,
+                        o.stdout.trim(),
+                        o.stderr.trim()
+                    )),
+                    Err(e) => fails.push(format!("firewalld hint: {e}")),
+                }
+                continue;
+            }
             let mut c = lab.in_origin("sh");
-            c.args(["-c", h]);
+            c.args(["-c", h]).env(STATE_ENV, state);
             // `origin-audit …` hints run this build's binary, as if installed.
             let bin_dir = Path::new(BIN).parent().unwrap_or(Path::new("/"));
             let path = std::env::var("PATH").unwrap_or_default();
@@ -1045,14 +1225,16 @@ fn paste_hints(
             }
         }
         hints.extend(new);
-        if !fails.is_empty() {
+        // firewalld's hints change its permanent configuration, not this kernel: the next
+        // round would print them again.
+        if !fails.is_empty() || firewalld.is_some() {
             break;
         }
     }
     if hints.is_empty() {
         return Ok(0);
     }
-    if fails.is_empty() {
+    if fails.is_empty() && firewalld.is_none() {
         let after = reprobe(lab, exe, blocked).map_err(|e| vec![e])?;
         for a in &after {
             let want = if listening(sc, a) {
@@ -1303,6 +1485,7 @@ fn fault_case(
         }
         Fault::Concurrent => note = concurrent_applies(&lab, state)?,
         Fault::CheckDuringWait => note = check_during_wait(&lab, state, tmp, n)?,
+        Fault::RecordedStateDir => note = recorded_state_dir(&lab, state, tmp, n)?,
         Fault::Revert => {
             let out = fix(&lab, state, &["--apply"], None).map_err(|e| vec![e])?;
             if out.code != Some(0) {

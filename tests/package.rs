@@ -339,6 +339,51 @@ fn deb_builds_installs_audits_and_purges() {
         complete(&["origin-audit", "config", "sh"]).contains("show"),
         "config sh<TAB>"
     );
+    // zsh, typed into a real interactive zsh on a pty (package_support/complete.zsh), and fish
+    // (`complete -C`, fish's own "what would TAB offer"), from the package's files.
+    let zsh_dir = x.join("usr/share/zsh/vendor-completions");
+    let zsh_script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/package_support/complete.zsh");
+    let zsh = |line: &str| -> String {
+        text(
+            &run_ok(
+                Command::new("timeout")
+                    .args(["30", "zsh", "-f"])
+                    .arg(&zsh_script)
+                    .arg(&zsh_dir)
+                    .arg(line),
+            )
+            .stdout,
+        )
+    };
+    let fish_file = x.join("usr/share/fish/vendor_completions.d/origin-audit.fish");
+    let fish = |line: &str| -> String {
+        let prog = format!("source '{}'; complete -C '{line}'", fish_file.display());
+        // `complete -C` prints `MATCH<TAB>description`.
+        text(
+            &run_ok(Command::new("timeout").args(["30", "fish", "--no-config", "-c", &prog]))
+                .stdout,
+        )
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or("").to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+    };
+    for (shell, complete) in [("zsh", &zsh as &dyn Fn(&str) -> String), ("fish", &fish)] {
+        let has = |line: &str, want: &str| {
+            let got = complete(line);
+            assert!(
+                got.lines().any(|w| w.trim() == want),
+                "{shell}: `{line}<TAB>` does not offer {want}: {got:?}"
+            );
+        };
+        has("origin-audit fix --em", "--emit");
+        for f in ["nft", "iptables", "ufw", "firewalld"] {
+            has("origin-audit fix --emit ", f);
+        }
+        has("origin-audit check --na", "--nagios");
+        has("origin-audit config sh", "show");
+    }
 
     // Control: dependencies, conffiles, maintainer scripts.
     let ctl = d.join("control");

@@ -927,6 +927,11 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     {
         return fail2ban_hint(&jail, sources);
     }
+    if r.direction == firewall::Direction::In
+        && let Some(h) = ban_tool_hint(r, sources)
+    {
+        return h;
+    }
     if r.direction == firewall::Direction::Reply
         && matches!(
             r.backend,
@@ -979,6 +984,7 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
             "check the XDP program on {} (`ip link show dev {}`, `bpftool prog show`); if it is trusted, list it in the configuration",
             r.table, r.table
         ),
+        Backend::Nft if r.table == "firewalld" => firewalld_hint(r, sources, ports),
         Backend::Nft => {
             let (verb, at) = match (policy, r.handle) {
                 (false, Some(h)) => ("insert", format!(" position {h}")),
@@ -1022,6 +1028,57 @@ pub fn fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
     }
 }
 
+/// The firewalld zone a chain of firewalld's nft table belongs to: `filter_IN_public_deny`,
+/// `filter_IN_public`, `nat_PRE_dmz_allow`, … (firewalld names a zone's input chains
+/// `<table>_IN_<zone>` / `<table>_PRE_<zone>` with the `_pre`, `_log`, `_deny`, `_allow`, `_post`
+/// sub-chains). `None` for the chains above the zones (`filter_INPUT`, `filter_INPUT_ZONES`).
+pub fn firewalld_zone(chain: &str) -> Option<&str> {
+    let rest = ["filter_IN_", "nat_PRE_", "mangle_PRE_"]
+        .iter()
+        .find_map(|p| chain.strip_prefix(p))?;
+    let zone = ["_pre", "_log", "_deny", "_allow", "_post"]
+        .iter()
+        .find_map(|s| rest.strip_suffix(s))
+        .unwrap_or(rest);
+    (!zone.is_empty()).then_some(zone)
+}
+
+/// The priority of the rich rules origin-audit prints. Without one a rich rule lands, by its
+/// action, in the zone's `_allow` chain, which runs after `_deny`: an accept there never beats a
+/// deny rich rule. Below 0 it lands in the zone's `_pre` chain, ahead of the zone's log, deny
+/// and allow chains (firewalld.richlanguage(5), "priority").
+pub const RICH_PRIORITY: i32 = -32768;
+
+/// On firewalld's own table, firewalld's permanent configuration (an nft rule added there is
+/// gone at the next `firewall-cmd --reload`): one rich rule per range and port ahead of the
+/// zone's rules, then a reload; past a handful, the firewalld form of `fix`, which uses ipsets.
+fn firewalld_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
+    let ports_s: Vec<String> = ports.iter().map(u16::to_string).collect();
+    if sources.len() * ports.len() > 6 {
+        return format!(
+            "origin-audit fix --emit firewalld --ports {} | sh  # firewalld rebuilds its table at every reload: this writes permanent ipsets and rich rules, then reloads",
+            ports_s.join(",")
+        );
+    }
+    let zone = firewalld_zone(&r.chain)
+        .map(|z| format!(" --zone={z}"))
+        .unwrap_or_default();
+    let mut cmds: Vec<String> = vec![];
+    for src in sources {
+        let fam = if src.contains(':') { "ipv6" } else { "ipv4" };
+        for p in ports {
+            cmds.push(format!(
+                "firewall-cmd --permanent{zone} --add-rich-rule='rule priority=\"{RICH_PRIORITY}\" family=\"{fam}\" source address=\"{src}\" port port=\"{p}\" protocol=\"tcp\" accept'"
+            ));
+        }
+    }
+    cmds.push("firewall-cmd --reload".into());
+    format!(
+        "{}  # firewalld keeps it across reloads (an nft rule in its table would not)",
+        cmds.join(" && ")
+    )
+}
+
 /// The fail2ban jail whose ban decides: its iptables chain `f2b-JAIL`, or in its nft table
 /// (`f2b-table`) the set the rule looks up, `addr-set-JAIL` / `addr6-set-JAIL`.
 fn fail2ban_jail(r: &RuleRef) -> Option<String> {
@@ -1045,18 +1102,55 @@ fn fail2ban_jail(r: &RuleRef) -> Option<String> {
 /// Cloudflare every visitor arrives from Cloudflare's addresses. A shell comment carries the
 /// advice, so the line still pastes as a command.
 fn fail2ban_hint(jail: &str, sources: &[String]) -> String {
-    let addrs: Vec<&str> = sources
-        .iter()
-        .map(|s| {
-            s.strip_suffix("/32")
-                .or_else(|| s.strip_suffix("/128"))
-                .unwrap_or(s)
-        })
-        .collect();
+    let addrs: Vec<&str> = sources.iter().map(|s| bare_addr(s)).collect();
     format!(
         "fail2ban-client set {jail} unbanip {}  # the ban hit Cloudflare, not the visitor: add Cloudflare's ranges to ignoreip in /etc/fail2ban/jail.local and log the visitor's address (CF-Connecting-IP); `origin-audit fix` prints both",
         addrs.join(" ")
     )
+}
+
+/// The address as the ban tools write it: a host without its `/32` / `/128`.
+fn bare_addr(s: &str) -> &str {
+    s.strip_suffix("/32")
+        .or_else(|| s.strip_suffix("/128"))
+        .unwrap_or(s)
+}
+
+/// CrowdSec's bouncers (iptables: chain `CROWDSEC_CHAIN`, ipsets `crowdsec-blacklists*` /
+/// `crowdsec6-blacklists*`; nft: tables `crowdsec` / `crowdsec6`) and CSF (chains `DENYIN`,
+/// `DENYOUT`, `chain_DENY`): lift the ban with the tool, so the bouncer or csf does not put it
+/// back, and say why it happened.
+fn ban_tool_hint(r: &RuleRef, sources: &[String]) -> Option<String> {
+    let lower = |s: &str| s.to_ascii_lowercase();
+    let crowdsec = lower(&r.chain).starts_with("crowdsec")
+        || (r.backend == Backend::Nft && r.table.starts_with("crowdsec"))
+        || r.text.contains("crowdsec-blacklists")
+        || r.text.contains("crowdsec6-blacklists");
+    if crowdsec {
+        let cmds: Vec<String> = sources
+            .iter()
+            .map(|s| {
+                let a = bare_addr(s);
+                let flag = if a.contains('/') { "--range" } else { "--ip" };
+                format!("cscli decisions delete {flag} {a}")
+            })
+            .collect();
+        return Some(format!(
+            "{}  # the ban hit Cloudflare, not the visitor: whitelist Cloudflare's ranges in CrowdSec and parse the visitor's address (CF-Connecting-IP); `origin-audit fix` prints both",
+            cmds.join(" && ")
+        ));
+    }
+    if matches!(r.chain.as_str(), "DENYIN" | "DENYOUT" | "chain_DENY") {
+        let cmds: Vec<String> = sources
+            .iter()
+            .map(|s| format!("csf -dr {}", bare_addr(s)))
+            .collect();
+        return Some(format!(
+            "{}  # (a temporary ban: `csf -tr ADDR`) the ban hit Cloudflare, not the visitor: list Cloudflare's ranges in /etc/csf/csf.allow and csf.ignore, and log the visitor's address (CF-Connecting-IP)",
+            cmds.join(" && ")
+        ));
+    }
+    None
 }
 
 /// ufw chains that ufw's user rules come before (ufw(8): before → user → after → reject,
@@ -1130,6 +1224,7 @@ fn reply_fix_hint(r: &RuleRef, sources: &[String], ports: &[u16]) -> String {
         return ufw_hint(r, sources, ports, true);
     }
     match r.backend {
+        Backend::Nft if r.table == "firewalld" => firewalld_hint(r, sources, ports),
         Backend::Nft => {
             let (verb, at) = match (policy, r.handle) {
                 (false, Some(h)) => ("insert", format!(" position {h}")),
@@ -1268,10 +1363,17 @@ fn reach_findings(rows: &[ReachRow], translates: bool) -> Vec<Finding> {
                     )
                     && !before_dnat(r)
                 {
+                    if r.backend == Backend::Nft && r.table == "firewalld" {
+                        format!(
+                            "origin-audit fix --emit firewalld --ports {} | sh  # a DNAT/forward-port changes the port this chain sees: the firewalld form opens the translated ports (permanent, then a reload)",
+                            ports_s.join(",")
+                        )
+                    } else {
                     format!(
                         "origin-audit fix --apply --ports {}  # a DNAT/REDIRECT changes the port this chain sees: fix plans the accepts on the translated ports, proves them on the model and verifies them in the kernel (`origin-audit fix --ports {0}` shows them first)",
                         ports_s.join(",")
                     )
+                    }
                 } else {
                     fix_hint(r, &sources, &ports)
                 }
@@ -1889,6 +1991,54 @@ mod tests {
             h.starts_with("iptables-nft -t filter -I ufw-before-input 3 "),
             "{h}"
         );
+    }
+
+    #[test]
+    fn firewalld_table_hints_are_permanent_rich_rules_ahead_of_the_zone() {
+        let mut r = rule(Backend::Nft, TableFamily::Inet, "filter_IN_public_deny");
+        r.table = "firewalld".into();
+        let h = fix_hint(&r, &["131.0.72.0/22".to_string()], &[443]);
+        assert_eq!(
+            h,
+            "firewall-cmd --permanent --zone=public --add-rich-rule='rule priority=\"-32768\" \
+             family=\"ipv4\" source address=\"131.0.72.0/22\" port port=\"443\" protocol=\"tcp\" \
+             accept' && firewall-cmd --reload  # firewalld keeps it across reloads (an nft rule \
+             in its table would not)"
+        );
+        // Many ranges: the firewalld form of `fix` (ipsets) instead of a wall of rich rules.
+        let many: Vec<String> = (0..4).map(|i| format!("2400:cb0{i}::/32")).collect();
+        let h = fix_hint(&r, &many, &[80, 443]);
+        assert!(
+            h.starts_with("origin-audit fix --emit firewalld --ports 80,443 | sh  # "),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn crowdsec_and_csf_bans_are_lifted_with_their_tools() {
+        let mut r = rule(Backend::IptablesNft, TableFamily::Ip, "CROWDSEC_CHAIN");
+        r.text = "-m set --match-set crowdsec-blacklists-0 src -j DROP".into();
+        let h = fix_hint(
+            &r,
+            &["173.245.48.10/32".to_string(), "2400:cb00::/48".to_string()],
+            &[443],
+        );
+        assert!(
+            h.starts_with(
+                "cscli decisions delete --ip 173.245.48.10 && cscli decisions delete --range 2400:cb00::/48  # "
+            ),
+            "{h}"
+        );
+        let mut r = rule(Backend::Nft, TableFamily::Ip, "crowdsec-chain");
+        r.table = "crowdsec".into();
+        let h = fix_hint(&r, &["173.245.48.10/32".to_string()], &[443]);
+        assert!(
+            h.starts_with("cscli decisions delete --ip 173.245.48.10  # "),
+            "{h}"
+        );
+        let r = rule(Backend::IptablesLegacy, TableFamily::Ip, "DENYIN");
+        let h = fix_hint(&r, &["173.245.48.10/32".to_string()], &[443]);
+        assert!(h.starts_with("csf -dr 173.245.48.10  # "), "{h}");
     }
 
     /// `iptables-nft-save` (iptables v1.8.9) in a namespace holding only the native

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// Default state directory (backups, pending-rollback marker).
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/origin-audit";
+pub use super::state::DEFAULT_STATE_DIR;
 const PENDING: &str = "pending-rollback.json";
 const CONFIRMED: &str = "confirmed";
 /// Tools may take a while on big rulesets; restoring must not be cut short by a tight bound.
@@ -472,7 +472,7 @@ pub fn apply(
     if let Some(t) = cfg.confirm_timeout {
         eprintln!(
             "origin-audit: applied; run `origin-audit fix --confirm{}` within {} s or it is rolled back",
-            if cfg.state_dir == Path::new(DEFAULT_STATE_DIR) {
+            if cfg.state_dir == super::state::default_dir() {
                 String::new()
             } else {
                 format!(

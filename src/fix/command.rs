@@ -7,7 +7,7 @@
 //! never "nothing to change", nothing applied).
 //! Must not: write to the firewall itself (only [`super::apply`] does) or decide verdicts.
 
-use super::apply::{self, Config, DEFAULT_STATE_DIR};
+use super::apply::{self, Config};
 use super::emit::{self, Form};
 use super::{Plan, compare_controls, plan_ruleset};
 use crate::analysis::{self, Options};
@@ -34,6 +34,15 @@ fn options(args: &FixArgs) -> anyhow::Result<Options> {
     Ok(o)
 }
 
+/// ` --ports …` as given on the command line, for the commands printed for the admin.
+fn ports_flag(args: &FixArgs) -> String {
+    if args.ports.is_empty() {
+        return String::new();
+    }
+    let p: Vec<String> = args.ports.iter().map(u16::to_string).collect();
+    format!(" --ports {}", p.join(","))
+}
+
 fn cidrs(snap: &Snapshot) -> (Vec<String>, Vec<String>) {
     (
         snap.ranges.ipv4.iter().map(|n| n.to_string()).collect(),
@@ -43,13 +52,13 @@ fn cidrs(snap: &Snapshot) -> (Vec<String>, Vec<String>) {
 
 /// Runs `origin-audit fix`.
 pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    // Absolute, so the rollback marker and its messages hold from any working directory.
-    let state_dir = std::path::absolute(&state_dir)
-        .map_err(|e| anyhow::anyhow!("state directory {}: {e}", state_dir.display()))?;
+    // Absolute, so the rollback marker and its messages hold from any working directory; the
+    // last apply's directory when `--state-dir` is not repeated.
+    let (state_dir, note) =
+        super::state::resolve(args.state_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(n) = note {
+        eprintln!("origin-audit: {n}");
+    }
     let live = args.input.snapshot.is_none() && !args.input.has_offline_dumps();
     if args.confirm {
         return Ok(if apply::confirm(&state_dir)? {
@@ -197,6 +206,23 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
+    // firewalld rebuilds its table at every `firewall-cmd --reload` (and at boot): an nft rule
+    // added to it would silently go. Its own permanent configuration is the durable change.
+    if plan.manager == super::Manager::Firewalld
+        && plan
+            .additions
+            .iter()
+            .any(|a| a.backend == crate::firewall::Backend::Nft && a.table == "firewalld")
+    {
+        eprintln!(
+            "origin-audit: firewalld manages the chains that block, and rebuilds them at every \
+             reload: a rule added with nft would not last, so nothing was applied. Apply the \
+             firewalld form instead (permanent ipsets and rich rules, then a reload):\n  \
+             origin-audit fix --emit firewalld{} | sh",
+            ports_flag(&args)
+        );
+        return Ok(2);
+    }
     if !plan.offerable() {
         print_plan(&plan, args.format, &v4, &v6)?;
         eprintln!("origin-audit: the fix's proof does not hold; nothing was applied");
@@ -250,6 +276,13 @@ pub fn run(args: FixArgs, cfg: &crate::config::Config) -> anyhow::Result<u8> {
             Err("rules were added, removed or moved".into())
         }
     };
+    // Before the change: a `--confirm` or `--revert` from another shell must find this
+    // directory while the change waits.
+    if let Err(e) = super::state::remember(&cfg.state_dir) {
+        eprintln!(
+            "origin-audit: could not record the state directory ({e}): repeat --state-dir with --confirm and --revert"
+        );
+    }
     match apply::apply(&plan, &cfg, &precheck, &verify, run_lock) {
         Ok(dir) => {
             print_plan(&plan, args.format, &v4, &v6)?;

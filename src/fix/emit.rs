@@ -13,7 +13,7 @@
 //! firewall-cmd(1) (`--new-ipset`, rich rules with `source ipset=`).
 
 use super::{Addition, Anchor, COMMENT, Manager, Plan, ProviderSet, SetHome};
-use crate::analysis::{ReachRow, rule_label};
+use crate::analysis::{RICH_PRIORITY, ReachRow, firewalld_zone, rule_label};
 use crate::firewall::{Backend, Direction, Family, TableFamily};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -353,12 +353,24 @@ pub fn iptables_script(plan: &Plan) -> String {
     }
     let mut persist: Vec<&str> = files.iter().map(|((_, tf), _)| persist_ipt(*tf)).collect();
     persist.dedup();
-    let _ = writeln!(
-        s,
-        "# Persist: `netfilter-persistent save` (writes {}) and `ipset save > /etc/iptables/ipsets` (ipset-persistent loads it before the rules).",
-        persist.join(", ")
-    );
+    let _ = writeln!(s, "{}", persist_note(plan.manager, &persist));
     s
+}
+
+/// How the iptables form outlives a reboot on this host. netfilter-persistent restores a saved
+/// ruleset at boot, which on a ufw or firewalld host fights the manager's own boot-time load
+/// (and is lost at its next reload anyway), and on a Docker host saves Docker's chains too,
+/// which Docker recreates at start.
+fn persist_note(manager: Manager, files: &[&str]) -> String {
+    match manager {
+        Manager::Ufw => "# Persist: not with netfilter-persistent (it conflicts with ufw, which loads its own files at boot; `ufw reload` drops rules added with iptables): use the ufw form (`origin-audit fix --emit ufw`) for the rules in ufw's chains.".into(),
+        Manager::Firewalld => "# Persist: not with netfilter-persistent (firewalld loads its own configuration at boot and `firewall-cmd --reload` drops rules added with iptables): use the firewalld form (`origin-audit fix --emit firewalld`).".into(),
+        Manager::Docker => "# Persist: Docker recreates its chains when it starts, and `netfilter-persistent save` would save them too: run this script from a unit ordered After=docker.service instead.".into(),
+        _ => format!(
+            "# Persist: `netfilter-persistent save` (writes {}) and `ipset save > /etc/iptables/ipsets` (ipset-persistent loads it before the rules).",
+            files.join(", ")
+        ),
+    }
 }
 
 /// The ufw form: one `allow` per range and port, at the top of ufw's user rules. ufw stores
@@ -429,13 +441,27 @@ fn firewalld_reply_note(plan: &Plan) -> String {
     .into()
 }
 
-/// The firewalld form: a permanent ipset per family and rich rules in the default zone.
+/// The firewalld form: a permanent ipset per family and rich rules in the zones whose chains
+/// block (else the default zone), ahead of the zones' own rules.
 pub fn firewalld_commands(plan: &Plan) -> String {
     let mut s = String::from(
-        "# origin-audit fix (firewalld form). ipsets can only be created permanently, so this\n# writes the permanent configuration and reloads (the runtime follows).\n",
+        "# origin-audit fix (firewalld form). ipsets can only be created permanently, so this\n# writes the permanent configuration and reloads (the runtime follows). Running it again\n# changes nothing (firewall-cmd only warns ALREADY_ENABLED).\n",
     );
     s.push_str(&translated_note(plan));
     s.push_str(&firewalld_reply_note(plan));
+    // The zones whose chains block (firewalld's own table); else the default zone.
+    let mut zones: Vec<String> = plan
+        .additions
+        .iter()
+        .filter(|a| a.backend == Backend::Nft && a.table == "firewalld")
+        .filter_map(|a| firewalld_zone(&a.chain))
+        .map(|z| format!(" --zone={z}"))
+        .collect();
+    zones.sort();
+    zones.dedup();
+    if zones.is_empty() {
+        zones.push(String::new());
+    }
     for (f, elems) in dedup_families(plan) {
         let (name, fam, rich) = match f {
             Family::V4 => ("cloudflare_v4", "inet", "ipv4"),
@@ -443,16 +469,18 @@ pub fn firewalld_commands(plan: &Plan) -> String {
         };
         let _ = writeln!(
             s,
-            "firewall-cmd --permanent --new-ipset={name} --type=hash:net --option=family={fam}"
+            "firewall-cmd --permanent --info-ipset={name} >/dev/null 2>&1 || firewall-cmd --permanent --new-ipset={name} --type=hash:net --option=family={fam}"
         );
         for e in &elems {
             let _ = writeln!(s, "firewall-cmd --permanent --ipset={name} --add-entry={e}");
         }
-        for p in plan.ports_needed_dir(f, Direction::In) {
-            let _ = writeln!(
-                s,
-                "firewall-cmd --permanent --add-rich-rule='rule family=\"{rich}\" source ipset=\"{name}\" port port=\"{p}\" protocol=\"tcp\" accept'"
-            );
+        for zone in &zones {
+            for p in plan.ports_needed_dir(f, Direction::In) {
+                let _ = writeln!(
+                    s,
+                    "firewall-cmd --permanent{zone} --add-rich-rule='rule priority=\"{RICH_PRIORITY}\" family=\"{rich}\" source ipset=\"{name}\" port port=\"{p}\" protocol=\"tcp\" accept'"
+                );
+            }
         }
     }
     s.push_str("firewall-cmd --reload\n");
@@ -819,7 +847,17 @@ pub fn form_name(f: Form) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::shell_word;
+    use super::{firewalld_zone, shell_word};
+
+    #[test]
+    fn firewalld_zones_from_chain_names() {
+        assert_eq!(firewalld_zone("filter_IN_public_deny"), Some("public"));
+        assert_eq!(firewalld_zone("filter_IN_public"), Some("public"));
+        assert_eq!(firewalld_zone("nat_PRE_dmz_allow"), Some("dmz"));
+        assert_eq!(firewalld_zone("filter_INPUT"), None);
+        assert_eq!(firewalld_zone("filter_INPUT_ZONES"), None);
+        assert_eq!(firewalld_zone("filter_IN_"), None);
+    }
 
     #[test]
     fn shell_words_paste_as_one_word() {

@@ -18,6 +18,7 @@
 pub mod apply;
 pub mod command;
 pub mod emit;
+pub mod state;
 pub mod ufw;
 
 use crate::analysis::eval::{Evaluator, Step};
