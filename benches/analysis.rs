@@ -173,6 +173,7 @@ fn snapshot(ipt: String, ipset: Option<String>) -> Snapshot {
             .bundled_ranges()
             .expect("bundled ranges"),
         read_errors: vec![],
+        tls: None,
     }
 }
 

@@ -99,6 +99,18 @@ pub struct InputArgs {
     /// private CA); the system roots stay trusted.
     #[arg(long = "ranges-ca", value_name = "FILE")]
     pub ranges_ca: Option<PathBuf>,
+    /// The zone's SSL/TLS mode at Cloudflare: flexible (plain HTTP to the origin: port 80 is
+    /// audited), full or strict (TLS: 443 is audited and its certificate checked). Default
+    /// ports follow the mode when none are configured; without a mode TLS is not checked.
+    #[arg(long = "ssl-mode", value_name = "MODE", value_parser = ["flexible", "full", "strict"])]
+    pub ssl_mode: Option<String>,
+    /// A hostname of the zone (SNI of the TLS check; repeatable).
+    #[arg(long = "hostname", value_name = "NAME")]
+    pub hostname: Vec<String>,
+    /// The Cloudflare Origin CA roots to trust (PEM), instead of the bundled ones
+    /// (rules/cloudflare-origin-ca.pem).
+    #[arg(long = "origin-ca", value_name = "FILE")]
+    pub origin_ca: Option<PathBuf>,
     /// Directory for the ranges cache (default /var/cache/origin-audit, or the user's cache dir).
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

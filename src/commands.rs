@@ -5,11 +5,13 @@
 //! Owns: wiring the configuration into the inputs, the run lock, the Prometheus textfile write,
 //! colour choice. Must not: decide verdicts (analysis) or format reports (render).
 
+use crate::analysis::tls::{SslMode, TlsOptions};
 use crate::analysis::{self, Options, VerdictKind};
 use crate::cli::{CheckArgs, ColorChoice, ConfigCommand, ExplainArgs, Format, InputArgs};
 use crate::config::{self, Config};
 use crate::snapshot::Snapshot;
 use crate::{collect, lock, ranges, render};
+use anyhow::Context;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -195,19 +197,93 @@ fn run_times(started: Instant) -> render::prometheus::RunTimes {
     }
 }
 
+/// Whether this run reads the live host (its own listeners), not only files.
+fn is_live(input: &InputArgs) -> bool {
+    input.snapshot.is_none() && (!input.has_offline_dumps() || input.with_host)
+}
+
+/// The TLS check's options: mode and hostnames (flags over the file), the Origin CA roots
+/// (the configured PEM file, else the bundled ones).
+pub fn tls_options(cfg: &Config, input: &InputArgs) -> anyhow::Result<TlsOptions> {
+    let origin_ca = match &input.origin_ca {
+        Some(p) => {
+            let pem = std::fs::read(p)
+                .with_context(|| format!("cannot read the Origin CA roots {}", p.display()))?;
+            analysis::tls::pem_certs(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+        None => analysis::tls::bundled_origin_ca(),
+    };
+    Ok(TlsOptions {
+        mode: input.ssl_mode.as_deref().and_then(SslMode::parse),
+        hostnames: input.hostname.clone(),
+        expiry_warning_days: cfg.tls.expiry_warning_days,
+        origin_ca,
+    })
+}
+
+/// Handshakes with this host's own HTTPS listeners on its public addresses (as the analysis
+/// finds them), one per hostname, into the snapshot.
+pub fn capture_tls(snap: &mut Snapshot, opts: &Options, timeout: Duration) {
+    let t = analysis::target(snap, opts);
+    let dests: Vec<std::net::IpAddr> = t.dest_v4.into_iter().chain(t.dest_v6).collect();
+    let listeners = snap.listeners.clone().unwrap_or_default();
+    let https = ranges::cloudflare().https_ports.clone();
+    let eps = analysis::tls::endpoints(
+        &listeners,
+        &dests,
+        &opts.ports,
+        &https,
+        snap.bindv6only.unwrap_or(false),
+    );
+    let mut probes = vec![];
+    for (addr, port) in eps {
+        for h in &opts.tls.hostnames {
+            probes.push(collect::tls::probe(addr, port, h, timeout));
+        }
+    }
+    snap.tls = Some(probes);
+}
+
+/// `origin-audit snapshot`: the handshakes of every hostname on the HTTPS ports, whatever the
+/// mode, when hostnames are configured and the host is read live.
+pub fn snapshot_tls(cfg: &Config, input: &InputArgs, snap: &mut Snapshot) -> anyhow::Result<()> {
+    if input.hostname.is_empty() || !is_live(input) {
+        return Ok(());
+    }
+    let mut opts = options(&cfg.audit.ports, input)?;
+    opts.tls = tls_options(cfg, input)?;
+    if !opts
+        .ports
+        .iter()
+        .any(|p| ranges::cloudflare().https_ports.contains(p))
+    {
+        opts.ports.push(443);
+    }
+    capture_tls(snap, &opts, Duration::from_secs(cfg.tls.timeout_secs));
+    Ok(())
+}
+
 fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> anyhow::Result<u8> {
     let mut input = args.input.clone();
     let cfg = setup(config_path, &mut input)?;
     let _lock = take_lock(args, &input, &cfg)?;
-    let ports = if args.ports.is_empty() {
-        &cfg.audit.ports
+    let tls = tls_options(&cfg, &input)?;
+    let ports = if !args.ports.is_empty() {
+        args.ports.clone()
+    } else if let (false, Some(m)) = (cfg.audit.ports_set, tls.mode) {
+        // The ports Cloudflare connects to in this mode (flexible: 80; full/strict: 443).
+        m.default_ports()
     } else {
-        &args.ports
+        cfg.audit.ports.clone()
     };
-    let mut opts = options(ports, &input)?;
+    let mut opts = options(&ports, &input)?;
     opts.max_age_days = cfg.ranges.max_age_days;
     opts.trusted_xdp = cfg.audit.trusted_xdp.clone();
-    let snap = snapshot(&input)?;
+    opts.tls = tls;
+    let mut snap = snapshot(&input)?;
+    if is_live(&input) && opts.tls.mode.is_some_and(|m| m != SslMode::Flexible) {
+        capture_tls(&mut snap, &opts, Duration::from_secs(cfg.tls.timeout_secs));
+    }
     let mut report = analysis::analyze(&snap, &opts);
     let mut rollback = None;
     let live = input.snapshot.is_none() && !input.has_offline_dumps();
@@ -235,7 +311,12 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
     if args.nagios {
         crate::out!(
             "{}",
-            render::nagios::report(&report, cfg.ranges.max_age_days, args.quiet)
+            render::nagios::report(
+                &report,
+                cfg.ranges.max_age_days,
+                cfg.tls.expiry_warning_days,
+                args.quiet
+            )
         );
         return Ok(report.status.exit_code());
     }

@@ -85,10 +85,28 @@ pub struct RangesConfig {
     pub offline: bool,
 }
 
+/// `[tls]`: the zone's SSL mode and hostnames, for the TLS check of the HTTPS listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsConfig {
+    pub hostnames: Vec<String>,
+    /// `flexible`, `full` or `strict`; none: TLS is not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<String>,
+    pub expiry_warning_days: i64,
+    /// Each handshake is abandoned after this long.
+    pub timeout_secs: u64,
+    /// The Cloudflare Origin CA roots (PEM) instead of the bundled ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_ca_file: Option<PathBuf>,
+}
+
 /// `[audit]`: what to audit and how long to wait.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditConfig {
     pub ports: Vec<u16>,
+    /// `ports` came from the file (else the SSL mode may choose them).
+    #[serde(skip)]
+    pub ports_set: bool,
     pub ifaces: Vec<String>,
     pub dests: Vec<IpAddr>,
     /// Each external tool (nft, iptables-save, ipset) is killed after this long.
@@ -109,6 +127,7 @@ pub struct Config {
     pub path: Option<PathBuf>,
     pub audit: AuditConfig,
     pub ranges: RangesConfig,
+    pub tls: TlsConfig,
     /// Port → expectation; ports not named are `required`.
     #[serde(serialize_with = "ser_port_map")]
     pub listener: BTreeMap<u16, Expectation>,
@@ -124,6 +143,7 @@ impl Default for Config {
             path: None,
             audit: AuditConfig {
                 ports: vec![80, 443],
+                ports_set: false,
                 ifaces: Vec::new(),
                 dests: Vec::new(),
                 command_timeout_secs: 10,
@@ -138,6 +158,13 @@ impl Default for Config {
                 ca_file: None,
                 max_age_days: 30,
                 offline: false,
+            },
+            tls: TlsConfig {
+                hostnames: Vec::new(),
+                ssl_mode: None,
+                expiry_warning_days: 14,
+                timeout_secs: 5,
+                origin_ca_file: None,
             },
             listener: BTreeMap::new(),
             severity: BTreeMap::new(),
@@ -189,6 +216,7 @@ fn fmt_date(d: time::Date) -> String {
 struct RawFile {
     audit: Option<RawAudit>,
     ranges: Option<RawRanges>,
+    tls: Option<RawTls>,
     listener: Option<BTreeMap<Spanned<String>, Spanned<Expectation>>>,
     severity: Option<BTreeMap<Spanned<String>, Spanned<Severity>>>,
     #[serde(default)]
@@ -216,6 +244,16 @@ struct RawRanges {
     ca_file: Option<PathBuf>,
     max_age_days: Option<Spanned<i64>>,
     offline: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    hostnames: Option<Vec<Spanned<String>>>,
+    ssl_mode: Option<Spanned<String>>,
+    expiry_warning_days: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<u64>>,
+    origin_ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -307,6 +345,62 @@ fn key_at(text: &str, span: &Range<usize>) -> String {
         .unwrap_or_else(|| "(file)".to_string())
 }
 
+/// `[tls]`, validated: hostnames are DNS names, the mode one of three, the numbers in range.
+/// Builds the error for a span of the file (`parse`'s `err`).
+type ErrAt<'a> = &'a dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError;
+
+fn parse_tls(t: RawTls, err: ErrAt<'_>) -> Result<TlsConfig, ConfigError> {
+    let mut c = Config::default().tls;
+    for h in t.hostnames.unwrap_or_default() {
+        let span = h.span();
+        let name = h.into_inner();
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() || name.is_empty() {
+            return Err(err(
+                span,
+                Some("tls.hostnames"),
+                format!("{name:?} is not a hostname"),
+            ));
+        }
+        c.hostnames.push(name);
+    }
+    if let Some(m) = t.ssl_mode {
+        let span = m.span();
+        let m = m.into_inner();
+        if crate::analysis::tls::SslMode::parse(&m).is_none() {
+            return Err(err(
+                span,
+                Some("tls.ssl_mode"),
+                format!("{m:?}: expected \"flexible\", \"full\" or \"strict\""),
+            ));
+        }
+        c.ssl_mode = Some(m);
+    }
+    if let Some(d) = t.expiry_warning_days {
+        let v = *d.get_ref();
+        if !(0..=365).contains(&v) {
+            return Err(err(
+                d.span(),
+                Some("tls.expiry_warning_days"),
+                format!("{v} is outside 0..=365"),
+            ));
+        }
+        c.expiry_warning_days = v;
+    }
+    if let Some(s) = t.timeout_secs {
+        let v = *s.get_ref();
+        if !(1..=60).contains(&v) {
+            return Err(err(
+                s.span(),
+                Some("tls.timeout_secs"),
+                format!("{v} is outside 1..=60 seconds"),
+            ));
+        }
+        c.timeout_secs = v;
+    }
+    c.origin_ca_file = t.origin_ca_file;
+    Ok(c)
+}
+
 /// Parses and validates a configuration. `path` names the file in errors.
 pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
     let err = |span: Range<usize>, key: Option<&str>, message: String| ConfigError::Invalid {
@@ -343,6 +437,7 @@ pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
                 ));
             }
             c.audit.ports = ports;
+            c.audit.ports_set = true;
         }
         if let Some(i) = a.ifaces {
             c.audit.ifaces = i;
@@ -412,6 +507,9 @@ pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
             c.ranges.max_age_days = v;
         }
         c.ranges.offline = r.offline.unwrap_or(false);
+    }
+    if let Some(t) = raw.tls {
+        c.tls = parse_tls(t, &err)?;
     }
 
     for (k, v) in raw.listener.unwrap_or_default() {
@@ -548,6 +646,15 @@ impl Config {
         }
         if input.ranges_ca.is_none() {
             input.ranges_ca = self.ranges.ca_file.clone();
+        }
+        if input.ssl_mode.is_none() {
+            input.ssl_mode = self.tls.ssl_mode.clone();
+        }
+        if input.hostname.is_empty() {
+            input.hostname = self.tls.hostnames.clone();
+        }
+        if input.origin_ca.is_none() {
+            input.origin_ca = self.tls.origin_ca_file.clone();
         }
     }
 

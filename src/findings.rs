@@ -129,6 +129,49 @@ codes! {
         "Something could not be read",
         "A reader failed (not root, binary missing, tool error or timeout). If it is the \
          firewall, the verdict is unknown (exit 3). Fix: run as root, install the named tool.";
+    TlsHandshakeFailed = "tls-handshake-failed", Critical, Some(525),
+        "TLS handshake with the origin fails",
+        "In Full and Full (strict) mode Cloudflare connects to the origin over TLS, with the \
+         zone's hostname as SNI. This listener ends the handshake (an alert such as \
+         unrecognized_name or handshake_failure: no certificate for the name, no common version \
+         or cipher), or never answers it: Cloudflare shows 525. Fix: configure a certificate for \
+         the hostname on this port, TLS 1.2 or 1.3.";
+    HttpOnHttpsPort = "http-on-https-port", Critical, Some(525),
+        "Plain HTTP on an HTTPS port",
+        "The listener answers Cloudflare's TLS ClientHello in plain HTTP (`HTTP/1.1 400`): TLS \
+         is not enabled on this port, and Cloudflare in Full or Full (strict) mode shows 525. \
+         Fix: enable TLS on the port, or use Flexible mode (HTTP to the origin).";
+    TlsCertExpired = "tls-cert-expired", Critical, Some(526),
+        "Origin certificate outside its validity window",
+        "The certificate the origin presents has expired (or is not valid yet: check the \
+         clock). Full (strict) refuses it: 526. Full mode accepts it (a warning here). Fix: \
+         renew it (certbot renew, or a Cloudflare Origin CA certificate) and reload.";
+    TlsCertNameMismatch = "tls-cert-name-mismatch", Critical, Some(526),
+        "Origin certificate does not cover the hostname",
+        "No subjectAltName of the certificate matches the zone's hostname (RFC 6125: a \
+         wildcard covers exactly one left-most label). Full (strict) refuses it: 526; Full \
+         accepts it. Fix: a certificate for the hostname.";
+    TlsCertUntrusted = "tls-cert-untrusted", Critical, Some(526),
+        "Origin certificate not trusted",
+        "The chain reaches neither a publicly trusted root (Mozilla's root program, \
+         webpki-roots) nor the Cloudflare Origin CA, or the certificate is self-signed, or an \
+         intermediate is missing. Full (strict) refuses it: 526; Full accepts it. Fix: a \
+         Cloudflare Origin CA certificate, or a public one with its intermediates.";
+    TlsCertExpiring = "tls-cert-expiring", Warning, None,
+        "Origin certificate expires soon",
+        "The certificate expires within the warning window (tls.expiry_warning_days, 14 by \
+         default); after that, Full (strict) shows 526. Fix: renew it.";
+    TlsClientCertRequested = "tls-client-cert-requested", Info, None,
+        "Origin asks for a client certificate",
+        "The listener asks for (or requires) a client certificate: right when the zone uses \
+         Authenticated Origin Pulls, where Cloudflare presents its own; every other client is \
+         refused.";
+    TlsNotChecked = "tls-not-checked", Warning, None,
+        "TLS could not be checked",
+        "origin-audit could not open a TCP connection from this host to its own HTTPS listener \
+         (often this host's firewall on the loopback path), so the certificate Cloudflare \
+         would see is unknown. Fix: accept loopback traffic, or check by hand with openssl \
+         s_client.";
     DumpUnparsable = "dump-unparsable", Unknown, None,
         "A firewall dump could not be parsed",
         "A ruleset dump could not be parsed, so the rules in it are not known. Nothing is \
@@ -167,7 +210,10 @@ mod tests {
             "range-dropped\nrange-rejected\nrange-rate-limited\nrange-conditional\n\
              established-blocked\nno-listener\nlistener-loopback-only\nlistener-wrong-address\n\
              listen-queue-full\nasymmetric-route\nconntrack-full\nfix-pending\n\
-             mixed-backends\nranges-stale\nranges-fallback\nread-failed\ndump-unparsable"
+             mixed-backends\nranges-stale\nranges-fallback\nread-failed\n\
+             tls-handshake-failed\nhttp-on-https-port\ntls-cert-expired\n\
+             tls-cert-name-mismatch\ntls-cert-untrusted\ntls-cert-expiring\n\
+             tls-client-cert-requested\ntls-not-checked\ndump-unparsable"
         );
         for c in Code::ALL {
             let json = serde_json::to_string(c).expect("serialize");

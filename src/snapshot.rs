@@ -53,6 +53,62 @@ pub struct Snapshot {
     /// What could not be read, and why. Each becomes a `read-failed` finding.
     #[serde(default)]
     pub read_errors: Vec<ReadError>,
+    /// TLS handshakes with this host's HTTPS listeners, one per listener address, port and
+    /// hostname; `None` when TLS was not checked (no SSL mode configured, or offline dumps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Vec<TlsProbe>>,
+}
+
+/// One TLS handshake with a listener of this host, as Cloudflare's edge would open it: that
+/// hostname as SNI, TLS 1.2 or 1.3. Whatever certificate is presented is captured, unjudged
+/// (the analysis judges it), so a snapshot reproduces the TLS findings anywhere.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TlsProbe {
+    pub address: IpAddr,
+    pub port: u16,
+    pub hostname: String,
+    pub outcome: TlsOutcome,
+    /// The versions a handshake succeeded with when offered alone (`TLSv1.2`, `TLSv1.3`).
+    #[serde(default)]
+    pub versions: Vec<String>,
+    /// Version and cipher suite of the handshake offering both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negotiated: Option<String>,
+    /// The certificates the server sent, leaf first, DER as lowercase hex.
+    #[serde(default)]
+    pub chain: Vec<String>,
+    /// The server asked for a client certificate (Authenticated Origin Pulls).
+    #[serde(default)]
+    pub client_cert: ClientCertAsk,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "result", content = "detail", rename_all = "kebab-case")]
+pub enum TlsOutcome {
+    /// The handshake completed.
+    Ok,
+    /// No TCP connection from this host (refused, or timed out: possibly this host's own
+    /// firewall on the loopback path): nothing is known about TLS.
+    NoConnection(String),
+    /// Connected, then no TLS answer within the time bound.
+    Timeout,
+    /// The server ended the handshake with this TLS alert (`handshake_failure`, …).
+    Alert(String),
+    /// The server answered in plain HTTP (its first line).
+    PlainHttp(String),
+    /// Any other handshake failure.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientCertAsk {
+    #[default]
+    No,
+    /// A certificate was asked for; the handshake went on without one.
+    Requested,
+    /// A certificate was asked for, and without one the server ended the connection.
+    Required,
 }
 
 /// How full the connection tracking table is (/proc/sys/net/netfilter/nf_conntrack_{count,max}).

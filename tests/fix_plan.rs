@@ -63,6 +63,7 @@ fn host(dumps: Dumps) -> Snapshot {
         conntrack: None,
         counters: None,
         read_errors: vec![],
+        tls: None,
     }
 }
 

@@ -400,6 +400,7 @@ fn snapshots_never_panic_the_reader_or_the_analysis() {
         conntrack: None,
         counters: None,
         read_errors: vec![],
+        tls: None,
     };
     let seed_text = serde_json::to_string_pretty(&snap).unwrap();
     let mut opts = Options::new(time::OffsetDateTime::now_utc());

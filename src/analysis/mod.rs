@@ -9,6 +9,7 @@
 
 pub mod blocks;
 pub mod eval;
+pub mod tls;
 
 use crate::findings::{Code, Finding, Severity};
 use crate::firewall::addr::{AddrRange, addr_to_int};
@@ -31,6 +32,8 @@ pub struct Options {
     pub max_age_days: i64,
     /// XDP programs (names or ids) trusted to pass the provider's traffic.
     pub trusted_xdp: Vec<String>,
+    /// The SSL mode, hostnames and roots of the TLS check (no mode: not checked).
+    pub tls: tls::TlsOptions,
 }
 
 impl Options {
@@ -42,6 +45,7 @@ impl Options {
             now,
             max_age_days: 30,
             trusted_xdp: Vec::new(),
+            tls: tls::TlsOptions::default(),
         }
     }
 }
@@ -164,6 +168,11 @@ pub struct Report {
     /// but left out of `status`. Empty unless `Config::apply` moved some here.
     #[serde(default)]
     pub accepted: Vec<AcceptedFinding>,
+    /// The TLS check per listener × hostname; `None` when TLS was not checked, with why.
+    #[serde(default)]
+    pub tls: Option<Vec<tls::TlsRow>>,
+    #[serde(default)]
+    pub tls_note: Option<String>,
 }
 
 /// A finding the admin accepted in the configuration (see `config.rs`).
@@ -779,6 +788,7 @@ pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) ->
         ));
     }
     findings.extend(housekeeping_findings(snap, prepared, opts));
+    let (tls_rows, tls_note) = tls_check(snap, opts, &mut findings);
     if t.families.is_empty() {
         // Nothing was analysed: never an "all clear".
         findings.push(Finding {
@@ -823,7 +833,51 @@ pub fn analyze_prepared(snap: &Snapshot, prepared: &Prepared, opts: &Options) ->
         findings,
         rule_count: rs.rule_count(),
         accepted: Vec::new(),
+        tls: tls_rows,
+        tls_note,
     }
+}
+
+/// The TLS findings of the captured handshakes, or why TLS was not checked.
+fn tls_check(
+    snap: &Snapshot,
+    opts: &Options,
+    findings: &mut Vec<Finding>,
+) -> (Option<Vec<tls::TlsRow>>, Option<String>) {
+    let o = &opts.tls;
+    let Some(mode) = o.mode else {
+        return (
+            None,
+            Some("TLS not checked: no SSL mode configured ([tls] ssl_mode or --ssl-mode)".into()),
+        );
+    };
+    if mode == tls::SslMode::Flexible {
+        return (
+            None,
+            Some("TLS not checked: in Flexible mode Cloudflare connects to the origin over plain HTTP".into()),
+        );
+    }
+    if o.hostnames.is_empty() {
+        return (
+            None,
+            Some("TLS not checked: no hostname configured ([tls] hostnames or --hostname)".into()),
+        );
+    }
+    let Some(probes) = &snap.tls else {
+        return (
+            None,
+            Some("TLS not checked: no handshakes in these inputs (offline dumps, or a snapshot taken without [tls] hostnames)".into()),
+        );
+    };
+    if probes.is_empty() {
+        return (
+            Some(vec![]),
+            Some("TLS: no listener serves an audited HTTPS port on a public address".into()),
+        );
+    }
+    let (rows, f) = tls::judge(probes, o, opts.now.unix_timestamp());
+    findings.extend(f);
+    (Some(rows), None)
 }
 
 /// Merges adjacent blocks with the same verdict, rule and conditions into the fewest CIDRs.
@@ -2085,6 +2139,7 @@ COMMIT
             conntrack: None,
             counters: None,
             read_errors: vec![],
+            tls: None,
         };
         let p = prepare(&snap);
         assert!(p.errors.is_empty(), "{:?}", p.errors);

@@ -15,6 +15,7 @@ pub mod offline;
 pub mod routing;
 pub mod sockets;
 pub mod tc;
+pub mod tls;
 
 use crate::cli::InputArgs;
 use crate::ranges::ProviderRanges;
@@ -59,6 +60,7 @@ pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
             counters: None,
             ranges: load_ranges(input)?,
             read_errors,
+            tls: None,
         });
     }
     let host = read_host();
@@ -78,6 +80,7 @@ pub fn snapshot(input: &InputArgs) -> anyhow::Result<Snapshot> {
         counters: host.counters,
         ranges: load_ranges(input)?,
         read_errors: host.read_errors,
+        tls: None,
     })
 }
 

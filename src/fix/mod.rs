@@ -1082,6 +1082,7 @@ COMMIT
             conntrack: None,
             counters: None,
             read_errors: vec![],
+            tls: None,
         }
     }
 

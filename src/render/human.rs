@@ -156,8 +156,63 @@ pub fn report(r: &Report, color: bool) -> String {
             let _ = writeln!(o, "  (none)");
         }
     }
+    o.push_str(&tls_section(r));
     let _ = writeln!(o, "\nNew connections from Cloudflare, by range and port");
     o.push_str(&matrix(r, &p));
+    o
+}
+
+/// One block per listener × hostname: handshake, versions, certificate, trust.
+fn tls_section(r: &Report) -> String {
+    let mut o = String::new();
+    let Some(rows) = &r.tls else {
+        if let Some(n) = &r.tls_note {
+            let _ = writeln!(o, "\n{n}");
+        }
+        return o;
+    };
+    let _ = writeln!(o, "\nTLS (as Cloudflare's edge connects: SNI = hostname)");
+    if let Some(n) = &r.tls_note {
+        let _ = writeln!(o, "  {n}");
+    }
+    for t in rows {
+        let addr = match t.address {
+            std::net::IpAddr::V6(a) => format!("[{a}]:{}", t.port),
+            a => format!("{a}:{}", t.port),
+        };
+        let _ = writeln!(
+            o,
+            "  {addr} {}: handshake {}{}{}",
+            t.hostname,
+            t.handshake,
+            t.detail
+                .as_ref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default(),
+            if t.versions.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", t.versions.join(" "))
+            }
+        );
+        if let Some(c) = &t.certificate {
+            let _ = writeln!(o, "      subject {}  issuer {}", c.subject, c.issuer);
+            let _ = writeln!(
+                o,
+                "      SAN [{}]  valid {} → {} ({} days left)  name {}  trust {}",
+                c.san.join(", "),
+                c.not_before,
+                c.not_after,
+                c.days_left,
+                match t.name_match {
+                    Some(true) => "matches",
+                    Some(false) => "DOES NOT MATCH",
+                    None => "?",
+                },
+                t.trust.as_deref().unwrap_or("?")
+            );
+        }
+    }
     o
 }
 

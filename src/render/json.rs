@@ -27,8 +27,20 @@
 //!                                                   // shown, not counted in "status"
 //!   "target": { "ifaces": [..], "dest_v4": addr|null, "dest_v6": addr|null,
 //!               "families": ["ipv4","ipv6"], "notes": [..] },
-//!   "ports": [u16…], "rule_count": n
+//!   "ports": [u16…], "rule_count": n,
+//!   "tls": [ TLSROW… ] | null,                      // null: TLS not checked ("tls_note" says why)
+//!   "tls_note": string | null
 //! }
+//! TLSROW = { "address": addr, "port": 443, "hostname": "example.com",
+//!            "handshake": "ok|no-connection|timeout|alert|plain-http|failed",
+//!            "detail": string (the alert name, the HTTP status line, the error; absent when ok),
+//!            "versions": ["TLSv1.2","TLSv1.3"] (each completed when offered alone),
+//!            "negotiated": "TLSv1.3 TLS13_AES_256_GCM_SHA384" (absent when no handshake),
+//!            "certificate": { "subject", "issuer", "san": [..], "not_before", "not_after"
+//!                             (RFC 3339), "days_left": n, "not_before_unix", "not_after_unix" }
+//!                           (absent when none was presented),
+//!            "name_match": bool, "trust": "public|origin-ca|self-signed|untrusted",
+//!            "client_cert": "no|requested|required", "codes": [finding code…] }
 //! RULE = { "backend": "nft|iptables-nft|iptables-legacy|route|tc|xdp|socket|kernel",
 //!          "family": "ip|ip6|inet|netdev|arp|bridge",
 //!          "table": string, "chain": string, "position": n (1-based; 0 = chain policy),
@@ -82,6 +94,8 @@ pub fn report(r: &Report) -> Value {
         "target": r.target,
         "ports": r.ports,
         "rule_count": r.rule_count,
+        "tls": r.tls,
+        "tls_note": r.tls_note,
     })
 }
 

@@ -16,6 +16,9 @@
 //! no_listener=N;;0        audited ports with a listener finding (nothing, loopback only,
 //!                         another address, queue full)
 //! ranges_age_days=N;MAX   age of the range list, warning above the configured maximum
+//! cert_days_left=N;W:;0:  days until the first of the checked TLS certificates expires
+//!                         (warning below tls.expiry_warning_days, critical once expired);
+//!                         only when TLS was checked
 //! ```
 //! Must not: do I/O.
 
@@ -32,13 +35,14 @@ pub const MAX_LINE: usize = 200;
 struct Perf {
     label: &'static str,
     value: i64,
-    warn: Option<i64>,
-    crit: Option<i64>,
+    /// Nagios threshold ranges (`0`: above 0; `14:`: below 14).
+    warn: Option<String>,
+    crit: Option<String>,
 }
 
 /// The plugin output: the status line, then (unless `short`) one line per open finding.
-pub fn report(r: &Report, max_age_days: i64, short: bool) -> String {
-    let perf = perfdata(r, max_age_days);
+pub fn report(r: &Report, max_age_days: i64, expiry_warning_days: i64, short: bool) -> String {
+    let perf = perfdata(r, max_age_days, expiry_warning_days);
     let status = status_word(r.status);
     let perf_s: Vec<String> = perf.iter().map(perf_text).collect();
     let perf_s = perf_s.join(" ");
@@ -146,7 +150,7 @@ fn clip(s: &str, n: usize) -> String {
     t
 }
 
-fn perfdata(r: &Report, max_age_days: i64) -> Vec<Perf> {
+fn perfdata(r: &Report, max_age_days: i64, expiry_warning_days: i64) -> Vec<Perf> {
     let ranges = r.provider_ranges();
     let count = |v: VerdictKind| -> i64 {
         let n = ranges
@@ -178,39 +182,55 @@ fn perfdata(r: &Report, max_age_days: i64) -> Vec<Perf> {
             label: "dropped",
             value: count(VerdictKind::Drop),
             warn: None,
-            crit: Some(0),
+            crit: Some("0".into()),
         },
         Perf {
             label: "rejected",
             value: count(VerdictKind::Reject),
             warn: None,
-            crit: Some(0),
+            crit: Some("0".into()),
         },
         Perf {
             label: "rate_limited",
             value: count(VerdictKind::RateLimited),
-            warn: Some(0),
+            warn: Some("0".into()),
             crit: None,
         },
         Perf {
             label: "conditional",
             value: count(VerdictKind::Conditional),
-            warn: Some(0),
+            warn: Some("0".into()),
             crit: None,
         },
         Perf {
             label: "no_listener",
             value: i64::try_from(listener_ports.len()).unwrap_or(i64::MAX),
             warn: None,
-            crit: Some(0),
+            crit: Some("0".into()),
         },
     ];
     if let Some(age) = r.ranges_age_days {
         p.push(Perf {
             label: "ranges_age_days",
             value: age,
-            warn: Some(max_age_days),
+            warn: Some(max_age_days.to_string()),
             crit: None,
+        });
+    }
+    // The certificate that expires first among the listeners checked (warning below the
+    // configured window, critical once expired).
+    if let Some(d) = r
+        .tls
+        .iter()
+        .flatten()
+        .filter_map(|t| t.certificate.as_ref().map(|c| c.days_left))
+        .min()
+    {
+        p.push(Perf {
+            label: "cert_days_left",
+            value: d,
+            warn: Some(format!("{expiry_warning_days}:")),
+            crit: Some("0:".into()),
         });
     }
     p
@@ -218,8 +238,8 @@ fn perfdata(r: &Report, max_age_days: i64) -> Vec<Perf> {
 
 /// `label=value;warn;crit`, trailing empty fields left out (min and max are optional).
 fn perf_text(p: &Perf) -> String {
-    let t = |x: Option<i64>| x.map(|v| v.to_string()).unwrap_or_default();
-    let s = format!("{}={};{};{}", p.label, p.value, t(p.warn), t(p.crit));
+    let t = |x: &Option<String>| x.clone().unwrap_or_default();
+    let s = format!("{}={};{};{}", p.label, p.value, t(&p.warn), t(&p.crit));
     s.trim_end_matches(';').to_string()
 }
 

@@ -28,6 +28,11 @@
 //!                                              otherwise), else 0; written on every report
 //! origin_audit_fix_rollback_timestamp_seconds  when that pending change rolls back, Unix time;
 //!                                              only while one is pending
+//! origin_audit_tls_handshake_ok{address,port,hostname}  1 when the TLS handshake with that
+//!                                              listener and SNI completed, else 0 (absent when
+//!                                              TLS was not checked)
+//! origin_audit_tls_cert_expiry_seconds{address,port,hostname}  seconds until the presented
+//!                                              certificate expires (negative: expired)
 //! origin_audit_last_run_timestamp_seconds      end of this run, Unix time
 //! origin_audit_run_duration_seconds            wall time of this run
 //! ```
@@ -218,6 +223,38 @@ pub fn report(
         let _ = writeln!(o, "origin_audit_fix_rollback_timestamp_seconds {at}");
     }
     timing(&mut o, times);
+    header(
+        &mut o,
+        "origin_audit_tls_handshake_ok",
+        "1 when a TLS handshake with this listener, SNI = hostname, completed (absent: TLS not checked).",
+    );
+    for t in r.tls.iter().flatten() {
+        let _ = writeln!(
+            o,
+            "origin_audit_tls_handshake_ok{{address=\"{}\",port=\"{}\",hostname=\"{}\"}} {}",
+            t.address,
+            t.port,
+            esc(&t.hostname),
+            u8::from(t.handshake == "ok")
+        );
+    }
+    header(
+        &mut o,
+        "origin_audit_tls_cert_expiry_seconds",
+        "Seconds until the certificate this listener presents for the hostname expires (negative: expired).",
+    );
+    for t in r.tls.iter().flatten() {
+        if let Some(c) = &t.certificate {
+            let _ = writeln!(
+                o,
+                "origin_audit_tls_cert_expiry_seconds{{address=\"{}\",port=\"{}\",hostname=\"{}\"}} {}",
+                t.address,
+                t.port,
+                esc(&t.hostname),
+                c.not_after_unix - now.unix_timestamp()
+            );
+        }
+    }
     o
 }
 

@@ -77,20 +77,7 @@ impl Netns {
     /// and 0.0.0.0:443. (A veth pair inside the namespace: the dummy module is not available
     /// in every container.)
     pub fn web_origin(tag: &str) -> Netns {
-        let mut ns = Netns::new(tag);
-        ns.ip(&["link", "add", "oa0", "type", "veth", "peer", "name", "oa1"]);
-        ns.ip(&["addr", "add", &format!("{ADDR}/24"), "dev", "oa0"]);
-        ns.ip(&["link", "set", "oa1", "up"]);
-        ns.ip(&["link", "set", "oa0", "up"]);
-        ns.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "203.0.113.1",
-            "dev",
-            "oa0",
-        ]);
+        let mut ns = Netns::origin(tag);
         let child = ns
             .cmd("/usr/bin/python3")
             .args([
@@ -106,16 +93,40 @@ impl Netns {
             .spawn()
             .expect("spawn listener");
         ns.children.push(child);
+        ns.wait_listening(&[80, 443]);
+        ns
+    }
+
+    /// Waits (bounded, 10 s) until TCP sockets listen on every one of `ports`.
+    pub fn wait_listening(&self, ports: &[u16]) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let o = ns.cmd("ss").args(["-Htln"]).output().expect("ss");
+            let o = self.cmd("ss").args(["-Htln"]).output().expect("ss");
             let t = String::from_utf8_lossy(&o.stdout);
-            if t.contains(":80 ") && t.contains(":443 ") {
-                break;
+            if ports.iter().all(|p| t.contains(&format!(":{p} "))) {
+                return;
             }
             assert!(Instant::now() < deadline, "listeners did not come up: {t}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The origin without listeners: `oa0` with 203.0.113.10/24 and a default route.
+    pub fn origin(tag: &str) -> Netns {
+        let ns = Netns::new(tag);
+        ns.ip(&["link", "add", "oa0", "type", "veth", "peer", "name", "oa1"]);
+        ns.ip(&["addr", "add", &format!("{ADDR}/24"), "dev", "oa0"]);
+        ns.ip(&["link", "set", "oa1", "up"]);
+        ns.ip(&["link", "set", "oa0", "up"]);
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "203.0.113.1",
+            "dev",
+            "oa0",
+        ]);
         ns
     }
 
