@@ -832,6 +832,7 @@ mod tests {
         let d = Config::default();
         assert_eq!(c.audit, d.audit);
         assert_eq!(c.ranges, d.ranges);
+        assert_eq!(c.tls, d.tls);
     }
 
     #[test]

@@ -249,6 +249,36 @@ fn tls_findings_against_real_servers() {
             &[("tls-cert-expired", "critical", Some(526))],
             &[("tls-cert-expired", "warning", None)],
         );
+        // A snapshot carries the captured chain: judged later, with no server, the same.
+        let snap = dir.join("snapshot.json");
+        let mut c = ns.cmd(BIN);
+        c.args(["--config"])
+            .arg(dir.join("origin-audit.toml"))
+            .args(["snapshot", "--hostname", "example.com", "--ranges-file"])
+            .arg(fresh_ranges(dir))
+            .arg("-o")
+            .arg(&snap);
+        let o = package_support::run_bounded(&mut c, 120);
+        assert!(o.status.success(), "snapshot: {}", text(&o.stderr));
+        drop(_s);
+        let o = package_support::run_bounded(
+            Command::new(BIN)
+                .args(["check", "--format", "json", "--ssl-mode", "strict"])
+                .args(["--hostname", "example.com", "--origin-ca"])
+                .arg(&ca_file)
+                .arg("--snapshot")
+                .arg(&snap),
+            60,
+        );
+        let v: serde_json::Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+        let codes: Vec<&str> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["code"].as_str())
+            .filter(|c| c.starts_with("tls-"))
+            .collect();
+        assert_eq!(codes, ["tls-cert-expired"], "{v:#}");
     }
     leaf(dir, "future", &["example.com"], 3, 300, Some(&ca));
     {
@@ -273,6 +303,43 @@ fn tls_findings_against_real_servers() {
             &[("tls-cert-expiring", "warning", None)],
             &[("tls-cert-expiring", "warning", None)],
         );
+        // Nagios perfdata and the Prometheus series.
+        let prom = dir.join("m.prom");
+        let mut c = ns.cmd(BIN);
+        c.args(["--config"])
+            .arg(dir.join("origin-audit.toml"))
+            .args([
+                "check",
+                "--nagios",
+                "--ssl-mode",
+                "strict",
+                "--hostname",
+                "example.com",
+            ])
+            .arg("--ranges-file")
+            .arg(fresh_ranges(dir))
+            .arg("--lock-file")
+            .arg(dir.join("lock"))
+            .arg("--origin-ca")
+            .arg(&ca_file)
+            .arg("--prometheus-textfile")
+            .arg(&prom);
+        let o = package_support::run_bounded(&mut c, 120);
+        let first = text(&o.stdout).lines().next().unwrap_or("").to_string();
+        assert!(first.contains(" cert_days_left=4;14:;0:"), "{first}");
+        let m = std::fs::read_to_string(&prom).unwrap();
+        let label = format!("{{address=\"{ADDR}\",port=\"443\",hostname=\"example.com\"}}");
+        assert!(
+            m.contains(&format!("origin_audit_tls_handshake_ok{label} 1")),
+            "{m}"
+        );
+        let secs: i64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("origin_audit_tls_cert_expiry_seconds{label} ")))
+            .unwrap_or_else(|| panic!("{m}"))
+            .parse()
+            .unwrap();
+        assert!((4 * 86_400..5 * 86_400).contains(&secs), "{secs}");
     }
     leaf(dir, "other", &["other.example.net"], -1, 365, Some(&ca));
     {
