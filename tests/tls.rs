@@ -377,10 +377,33 @@ fn tls_findings_against_real_servers() {
             .args(["-Verify", "1", "-CAfile"])
             .arg(&ca_file);
         let _s = start(&ns, &mut c);
+        let (_, _, rows) = check(&ns, dir, "strict", Some(&ca_file));
+        assert_eq!(rows[0]["client_cert"], "required", "{rows:#}");
         expect(
             &ns,
             dir,
             "client certificate required",
+            Some(&ca_file),
+            &[("tls-client-cert-requested", "info", None)],
+            &[("tls-client-cert-requested", "info", None)],
+        );
+    }
+    {
+        // Asked for, not required (`-verify`): the handshake goes on without one.
+        let mut c = ns.cmd("openssl");
+        c.args(["s_server", "-quiet", "-accept", "443", "-cert"])
+            .arg(dir.join("good.crt"))
+            .arg("-key")
+            .arg(dir.join("good.key"))
+            .args(["-verify", "1", "-CAfile"])
+            .arg(&ca_file);
+        let _s = start(&ns, &mut c);
+        let (_, _, rows) = check(&ns, dir, "strict", Some(&ca_file));
+        assert_eq!(rows[0]["client_cert"], "requested", "{rows:#}");
+        expect(
+            &ns,
+            dir,
+            "client certificate requested",
             Some(&ca_file),
             &[("tls-client-cert-requested", "info", None)],
             &[("tls-client-cert-requested", "info", None)],
