@@ -135,7 +135,9 @@ codes! {
          zone's hostname as SNI. This listener ends the handshake (an alert such as \
          unrecognized_name or handshake_failure: no certificate for the name, no common version \
          or cipher), or never answers it: Cloudflare shows 525. Fix: configure a certificate for \
-         the hostname on this port, TLS 1.2 or 1.3.";
+         the hostname on this port, TLS 1.2 or 1.3. A refusal that may only mean the server \
+         speaks nothing but TLS 1.0/1.1 or RSA/CBC suites (which Cloudflare offers and this \
+         check cannot) is a warning without 525, with the openssl command that tells.";
     HttpOnHttpsPort = "http-on-https-port", Critical, Some(525),
         "Plain HTTP on an HTTPS port",
         "The listener answers Cloudflare's TLS ClientHello in plain HTTP (`HTTP/1.1 400`): TLS \

@@ -410,6 +410,43 @@ fn tls_findings_against_real_servers() {
         );
     }
     {
+        // Only a suite Cloudflare offers and this check does not (RSA key exchange, CBC):
+        // not a 525 on this evidence, a warning that says how to tell.
+        let st = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+            ])
+            .args([
+                "-subj",
+                "/CN=example.com",
+                "-addext",
+                "subjectAltName=DNS:example.com",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("rsa.key"))
+            .arg("-out")
+            .arg(dir.join("rsa.crt"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let _s = s_server(
+            &ns,
+            dir,
+            "rsa",
+            &["-no_tls1_3", "-cipher", "AES128-SHA:@SECLEVEL=0"],
+        );
+        expect(
+            &ns,
+            dir,
+            "legacy suites only",
+            Some(&ca_file),
+            &[("tls-handshake-failed", "warning", None)],
+            &[("tls-handshake-failed", "warning", None)],
+        );
+    }
+    {
         // Plain HTTP on 443.
         let _s = python(
             &ns,

@@ -466,6 +466,35 @@ fn judge_row(
                     row.detail.as_deref().unwrap_or("")
                 ),
             };
+            // This check offers what rustls implements: TLS 1.2 and 1.3 with ECDHE and AEAD
+            // suites. Cloudflare also offers the origin TLS 1.0/1.1 and RSA key exchange / CBC
+            // suites (developers.cloudflare.com/ssl/origin-configuration/cipher-suites/): a
+            // refusal that may only mean "nothing in common with this check" is not a 525 on
+            // this evidence, but a warning saying how to tell.
+            let legacy_only = h == "alert"
+                && matches!(
+                    row.detail.as_deref(),
+                    Some("protocol_version" | "handshake_failure" | "insufficient_security")
+                );
+            if legacy_only {
+                out.push(cx.finding(
+                    Code::TlsHandshakeFailed,
+                    (Severity::Warning, None),
+                    format!(
+                        "{why}: nothing in common with TLS 1.2/1.3 and ECDHE AEAD suites. Cloudflare also offers TLS 1.0/1.1 and RSA/CBC suites, so it may still connect — or show 525"
+                    ),
+                    &format!(
+                        "tell which: openssl s_client -connect {}:{} -servername {} -tls1_2 -cipher 'AES128-SHA:ECDHE-RSA-AES128-SHA'; then enable TLS 1.2 with an ECDHE-AEAD suite (Cloudflare's preferred) on the server",
+                        match row.address {
+                            IpAddr::V6(a) => format!("[{a}]"),
+                            a => a.to_string(),
+                        },
+                        row.port,
+                        row.hostname
+                    ),
+                ));
+                return out;
+            }
             out.push(cx.finding(
                 Code::TlsHandshakeFailed,
                 (Code::TlsHandshakeFailed.default_severity(), Code::TlsHandshakeFailed.cf_error()),
