@@ -12,8 +12,11 @@
 // A failed unwrap here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used)]
 
+mod package_support;
+
 use origin_audit::ranges::fetch::{LoadOptions, load};
 use origin_audit::ranges::{Provider, ProviderRanges, RangeSource, RangesError, cloudflare};
+use package_support::pem;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -766,32 +769,6 @@ fn private_tls() -> (Arc<rustls::ServerConfig>, String) {
         .with_single_cert(vec![leaf.der().clone()], key)
         .unwrap();
     (Arc::new(cfg), pem("CERTIFICATE", ca_cert.der()))
-}
-
-/// PEM armour (RFC 7468): base64 in 64-column lines. rcgen's own `pem` feature is off here.
-fn pem(label: &str, der: &[u8]) -> String {
-    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::new();
-    for chunk in der.chunks(3) {
-        let n = chunk.len();
-        let v = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= n {
-                b64.push(B64[((v >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 #[test]
