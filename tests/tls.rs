@@ -2,7 +2,8 @@
 //! listener that never answers, Python sockets) on 0.0.0.0:443 in a private network namespace
 //! that looks like a web origin, with certificates made here by rcgen. `origin-audit check`
 //! runs in the namespace as it would on the host, in Full and Full (strict) mode, and each case
-//! must give exactly its finding and Cloudflare error.
+//! must give exactly its finding and Cloudflare error; in Flexible mode 443's certificate does
+//! not matter (TLS not checked, port 80 audited instead).
 //!
 //! The stand-in for the Cloudflare Origin CA is a CA made here, passed with `--origin-ca`
 //! exactly as an admin would pass another roots file: the trust logic sees roots, never "a
@@ -226,6 +227,31 @@ fn tls_findings_against_real_servers() {
             &[("tls-cert-expired", "critical", Some(526))],
             &[("tls-cert-expired", "warning", None)],
         );
+        // Flexible: Cloudflare speaks plain HTTP to port 80, so 443's certificate does not
+        // matter and port 80 is what is audited — where nothing listens here (521).
+        let mut c = ns.cmd(BIN);
+        c.args(["--config"])
+            .arg(dir.join("origin-audit.toml"))
+            .args(["check", "--format", "json", "--ssl-mode", "flexible"])
+            .args(["--hostname", "example.com", "--ranges-file"])
+            .arg(fresh_ranges(dir))
+            .arg("--lock-file")
+            .arg(dir.join("lock"));
+        let o = package_support::run_bounded(&mut c, 120);
+        let v: serde_json::Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+        assert_eq!(v["ports"], serde_json::json!([80]), "{v:#}");
+        assert!(v["tls"].is_null(), "{v:#}");
+        assert!(
+            v["tls_note"].as_str().unwrap_or("").contains("Flexible"),
+            "{v:#}"
+        );
+        let codes: Vec<(&str, Option<u64>)> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["code"].as_str().unwrap(), f["cf_error"].as_u64()))
+            .collect();
+        assert_eq!(codes, [("no-listener", Some(521))], "{v:#}");
         // A snapshot carries the captured chain: judged later, with no server, the same.
         let snap = dir.join("snapshot.json");
         let mut c = ns.cmd(BIN);
