@@ -107,6 +107,21 @@ fn python(ns: &Netns, code: &str) -> Server {
     start(ns, &mut c)
 }
 
+/// `origin-audit --config DIR/origin-audit.toml SUBCOMMAND MODE-FLAGS --hostname example.com
+/// --ranges-file … --lock-file DIR/lock` in the namespace (`check` only takes the lock).
+fn oa(ns: &Netns, dir: &Path, sub: &[&str]) -> Command {
+    let mut c = ns.cmd(BIN);
+    c.arg("--config")
+        .arg(dir.join("origin-audit.toml"))
+        .args(sub)
+        .args(["--hostname", "example.com", "--ranges-file"])
+        .arg(fresh_ranges(dir));
+    if sub.first() == Some(&"check") {
+        c.arg("--lock-file").arg(dir.join("lock"));
+    }
+    c
+}
+
 /// A TLS finding as (code, severity, cf_error).
 type Found = (String, String, Option<u64>);
 
@@ -118,14 +133,7 @@ fn check(
     mode: &str,
     origin_ca: Option<&Path>,
 ) -> (i32, Vec<Found>, serde_json::Value) {
-    let mut c = ns.cmd(BIN);
-    c.args(["--config"])
-        .arg(dir.join("origin-audit.toml"))
-        .args(["check", "--format", "json", "--ssl-mode", mode])
-        .args(["--hostname", "example.com", "--ranges-file"])
-        .arg(fresh_ranges(dir))
-        .arg("--lock-file")
-        .arg(dir.join("lock"));
+    let mut c = oa(ns, dir, &["check", "--format", "json", "--ssl-mode", mode]);
     if let Some(ca) = origin_ca {
         c.arg("--origin-ca").arg(ca);
     }
@@ -229,14 +237,11 @@ fn tls_findings_against_real_servers() {
         );
         // Flexible: Cloudflare speaks plain HTTP to port 80, so 443's certificate does not
         // matter and port 80 is what is audited — where nothing listens here (521).
-        let mut c = ns.cmd(BIN);
-        c.args(["--config"])
-            .arg(dir.join("origin-audit.toml"))
-            .args(["check", "--format", "json", "--ssl-mode", "flexible"])
-            .args(["--hostname", "example.com", "--ranges-file"])
-            .arg(fresh_ranges(dir))
-            .arg("--lock-file")
-            .arg(dir.join("lock"));
+        let mut c = oa(
+            &ns,
+            dir,
+            &["check", "--format", "json", "--ssl-mode", "flexible"],
+        );
         let o = package_support::run_bounded(&mut c, 120);
         let v: serde_json::Value = serde_json::from_str(&text(&o.stdout)).unwrap();
         assert_eq!(v["ports"], serde_json::json!([80]), "{v:#}");
@@ -254,13 +259,8 @@ fn tls_findings_against_real_servers() {
         assert_eq!(codes, [("no-listener", Some(521))], "{v:#}");
         // A snapshot carries the captured chain: judged later, with no server, the same.
         let snap = dir.join("snapshot.json");
-        let mut c = ns.cmd(BIN);
-        c.args(["--config"])
-            .arg(dir.join("origin-audit.toml"))
-            .args(["snapshot", "--hostname", "example.com", "--ranges-file"])
-            .arg(fresh_ranges(dir))
-            .arg("-o")
-            .arg(&snap);
+        let mut c = oa(&ns, dir, &["snapshot"]);
+        c.arg("-o").arg(&snap);
         let o = package_support::run_bounded(&mut c, 120);
         assert!(o.status.success(), "snapshot: {}", text(&o.stderr));
         drop(_s);
@@ -308,22 +308,8 @@ fn tls_findings_against_real_servers() {
         );
         // Nagios perfdata and the Prometheus series.
         let prom = dir.join("m.prom");
-        let mut c = ns.cmd(BIN);
-        c.args(["--config"])
-            .arg(dir.join("origin-audit.toml"))
-            .args([
-                "check",
-                "--nagios",
-                "--ssl-mode",
-                "strict",
-                "--hostname",
-                "example.com",
-            ])
-            .arg("--ranges-file")
-            .arg(fresh_ranges(dir))
-            .arg("--lock-file")
-            .arg(dir.join("lock"))
-            .arg("--origin-ca")
+        let mut c = oa(&ns, dir, &["check", "--nagios", "--ssl-mode", "strict"]);
+        c.arg("--origin-ca")
             .arg(&ca_file)
             .arg("--prometheus-textfile")
             .arg(&prom);
