@@ -858,10 +858,19 @@ fn tls_check(
         );
     }
     if o.hostnames.is_empty() {
-        return (
-            None,
-            Some("TLS not checked: no hostname configured ([tls] hostnames or --hostname)".into()),
-        );
+        // A mode that needs TLS, and nothing to check it with: not an all clear.
+        let why = "TLS not checked: the SSL mode needs TLS, but no hostname is configured ([tls] hostnames or --hostname)";
+        findings.push(Finding {
+            code: Code::TlsNotChecked,
+            severity: Code::TlsNotChecked.default_severity(),
+            message: format!("{why}: the certificate Cloudflare would see is unknown"),
+            ports: vec![],
+            sources: vec![],
+            cf_error: None,
+            rules: vec![],
+            fix: Some("name the zone's hostnames: [tls] hostnames = [\"example.com\"] or --hostname example.com".into()),
+        });
+        return (None, Some(why.into()));
     }
     let Some(probes) = &snap.tls else {
         return (
@@ -2151,5 +2160,48 @@ COMMIT
             .collect();
         assert_eq!(names, [(Backend::Nft, "filter")]);
         assert_eq!(p.ruleset.rule_count(), 1);
+    }
+
+    #[test]
+    fn a_mode_that_needs_tls_without_hostnames_is_a_warning() {
+        let snap = Snapshot {
+            schema: crate::snapshot::SNAPSHOT_SCHEMA.into(),
+            taken_at: String::new(),
+            hostname: None,
+            listeners: None,
+            interfaces: vec![],
+            default_routes: vec![],
+            bindv6only: None,
+            forwarding: Default::default(),
+            dumps: Default::default(),
+            ranges: crate::ranges::cloudflare()
+                .bundled_ranges()
+                .expect("bundled"),
+            routing: None,
+            netdev: None,
+            conntrack: None,
+            counters: None,
+            read_errors: vec![],
+            tls: Some(vec![]),
+        };
+        // A mode that needs TLS without a hostname is a warning, not a silent skip; Flexible
+        // and no mode are notes only.
+        let mut o = Options::new(time::OffsetDateTime::now_utc());
+        for (mode, warned) in [
+            (Some(tls::SslMode::Strict), true),
+            (Some(tls::SslMode::Full), true),
+            (Some(tls::SslMode::Flexible), false),
+            (None, false),
+        ] {
+            o.tls.mode = mode;
+            let mut f = vec![];
+            let (rows, note) = tls_check(&snap, &o, &mut f);
+            assert!(rows.is_none() && note.is_some(), "{mode:?}");
+            assert_eq!(
+                f.iter().any(|f| f.code == Code::TlsNotChecked),
+                warned,
+                "{mode:?}: {f:?}"
+            );
+        }
     }
 }
