@@ -759,6 +759,17 @@ fn apply_awaiting_confirm(
     state: &Path,
     secs: u32,
 ) -> Result<KillOnDrop, Vec<String>> {
+    apply_awaiting_confirm_in(lab, state, state, secs)
+}
+
+/// The same, with `default` as origin-audit's default state directory (`--state-dir` stays
+/// `state`).
+fn apply_awaiting_confirm_in(
+    lab: &netns::Lab,
+    state: &Path,
+    default: &Path,
+    secs: u32,
+) -> Result<KillOnDrop, Vec<String>> {
     let mut c = lab.in_origin(BIN);
     c.args([
         "fix",
@@ -769,7 +780,7 @@ fn apply_awaiting_confirm(
     ])
     .arg(state)
     .args(["--apply", "--confirm-timeout", &secs.to_string()])
-    .env(STATE_ENV, state);
+    .env(STATE_ENV, default);
     let child = c
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -796,19 +807,7 @@ fn recorded_state_dir(
         c.args(args).env(STATE_ENV, &default);
         c
     };
-    let mut c = oa(&["fix", "--offline", "--ports", &ports_arg(lab), "--apply"]);
-    c.args(["--confirm-timeout", "120", "--state-dir"])
-        .arg(state);
-    let child = c
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| vec![e.to_string()])?;
-    let mut child = KillOnDrop(child);
-    wait_for(|| {
-        state.join("pending-rollback.json").exists() && dumps(lab).contains("origin-audit")
-    })
-    .map_err(|e| vec![e])?;
+    let mut child = apply_awaiting_confirm_in(lab, state, &default, 120)?;
     let mut fails = vec![];
     let out = netns::run(
         &mut oa(&["fix", "--confirm"]),

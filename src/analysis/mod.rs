@@ -2116,6 +2116,30 @@ mod tests {
 COMMIT
 ";
 
+    /// A snapshot holding only `dumps` and the bundled ranges.
+    fn bare_snapshot(dumps: crate::snapshot::Dumps) -> Snapshot {
+        Snapshot {
+            schema: crate::snapshot::SNAPSHOT_SCHEMA.into(),
+            taken_at: String::new(),
+            hostname: None,
+            listeners: None,
+            interfaces: vec![],
+            default_routes: vec![],
+            bindv6only: None,
+            forwarding: Default::default(),
+            dumps,
+            ranges: crate::ranges::cloudflare()
+                .bundled_ranges()
+                .expect("bundled"),
+            routing: None,
+            netdev: None,
+            conntrack: None,
+            counters: None,
+            read_errors: vec![],
+            tls: None,
+        }
+    }
+
     #[test]
     fn native_table_named_like_an_iptables_table_is_read_from_nft() {
         assert_eq!(
@@ -2126,30 +2150,11 @@ COMMIT
 {"table":{"family":"ip","name":"filter","handle":1}},
 {"chain":{"family":"ip","table":"filter","name":"input","handle":1,"type":"filter","hook":"input","prio":0,"policy":"accept"}},
 {"rule":{"family":"ip","table":"filter","chain":"input","handle":2,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},"right":443}},{"drop":null}]}}]}"#;
-        let snap = Snapshot {
-            schema: crate::snapshot::SNAPSHOT_SCHEMA.into(),
-            taken_at: String::new(),
-            hostname: None,
-            listeners: None,
-            interfaces: vec![],
-            default_routes: vec![],
-            bindv6only: None,
-            forwarding: Default::default(),
-            dumps: crate::snapshot::Dumps {
-                iptables_nft_save: Some(SKELETON.into()),
-                nft_json: vec![nft.into()],
-                ..Default::default()
-            },
-            ranges: crate::ranges::cloudflare()
-                .bundled_ranges()
-                .expect("bundled"),
-            routing: None,
-            netdev: None,
-            conntrack: None,
-            counters: None,
-            read_errors: vec![],
-            tls: None,
-        };
+        let snap = bare_snapshot(crate::snapshot::Dumps {
+            iptables_nft_save: Some(SKELETON.into()),
+            nft_json: vec![nft.into()],
+            ..Default::default()
+        });
         let p = prepare(&snap);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         let names: Vec<(Backend, &str)> = p
@@ -2164,26 +2169,8 @@ COMMIT
 
     #[test]
     fn a_mode_that_needs_tls_without_hostnames_is_a_warning() {
-        let snap = Snapshot {
-            schema: crate::snapshot::SNAPSHOT_SCHEMA.into(),
-            taken_at: String::new(),
-            hostname: None,
-            listeners: None,
-            interfaces: vec![],
-            default_routes: vec![],
-            bindv6only: None,
-            forwarding: Default::default(),
-            dumps: Default::default(),
-            ranges: crate::ranges::cloudflare()
-                .bundled_ranges()
-                .expect("bundled"),
-            routing: None,
-            netdev: None,
-            conntrack: None,
-            counters: None,
-            read_errors: vec![],
-            tls: Some(vec![]),
-        };
+        let mut snap = bare_snapshot(Default::default());
+        snap.tls = Some(vec![]);
         // A mode that needs TLS without a hostname is a warning, not a silent skip; Flexible
         // and no mode are notes only.
         let mut o = Options::new(time::OffsetDateTime::now_utc());
