@@ -29,6 +29,9 @@ use std::net::IpAddr;
 
 mod kernel;
 mod reply;
+mod trail;
+
+use trail::Trail;
 
 /// What the analysis knows about the packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,8 +156,8 @@ struct St {
     hook: Hook,
     /// Output interface chosen by routing (forwarded packets), if known.
     oif: Option<String>,
-    conds: Vec<Cond>,
-    path: Vec<Step>,
+    conds: Trail<Cond>,
+    path: Trail<Step>,
 }
 
 /// Layer 4 of a packet on the audited connection.
@@ -216,10 +219,9 @@ pub struct HostFacts {
 }
 
 /// Membership index for big single-dimension address sets (no nomatch, nothing unknown).
-type SetIndex = HashMap<(usize, String), crate::firewall::AddrSet>;
+type SetIndex<'a> = HashMap<(*const Table, &'a str), crate::firewall::AddrSet>;
 
 pub struct Evaluator<'a> {
-    ruleset: &'a Ruleset,
     bases: Vec<Base<'a>>,
     /// Addresses of this host (routing decision: local delivery or forward).
     local: Vec<IpAddr>,
@@ -234,16 +236,14 @@ pub struct Evaluator<'a> {
     routing: Option<crate::routing::Routing>,
     netdev: Option<crate::tc::Netdev>,
     trusted_xdp: Vec<String>,
-    index: SetIndex,
-    ipset_index: HashMap<String, crate::firewall::AddrSet>,
-}
-
-fn table_idx(ruleset: &Ruleset, t: &Table) -> usize {
-    ruleset
-        .tables
-        .iter()
-        .position(|x| std::ptr::eq(x, t))
-        .unwrap_or(usize::MAX)
+    index: SetIndex<'a>,
+    ipset_index: HashMap<&'a str, crate::firewall::AddrSet>,
+    /// Every chain by (table, name): a jump is one hash lookup, not a scan of the table's
+    /// chains (kube-proxy tables hold tens of thousands).
+    chains: HashMap<(*const Table, &'a str), &'a Chain>,
+    /// Every named set and ipset by name, for the same reason.
+    sets: HashMap<(*const Table, &'a str), &'a SetDef>,
+    ipsets: HashMap<&'a str, &'a SetDef>,
 }
 
 /// A set that can be answered by one binary search: one address dimension, no nomatch.
@@ -306,25 +306,44 @@ impl<'a> Evaluator<'a> {
         // which a dump cannot tell — only side effects could make it matter).
         bases.sort_by_key(|b| (b.priority, b.order));
         let mut index = HashMap::new();
-        for (ti, t) in ruleset.tables.iter().enumerate() {
+        for t in &ruleset.tables {
             for s in &t.sets {
                 if s.elements.len() >= 16
                     && let Some(a) = simple_addr_set(s)
                 {
-                    index.insert((ti, s.name.clone()), a);
+                    index.insert((t as *const Table, s.name.as_str()), a);
                 }
             }
+        }
+        let mut chains = HashMap::new();
+        for t in &ruleset.tables {
+            for c in &t.chains {
+                // The first of a (refused) duplicate name, as a scan would find it.
+                chains
+                    .entry((t as *const Table, c.name.as_str()))
+                    .or_insert(c);
+            }
+        }
+        let mut sets = HashMap::new();
+        for t in &ruleset.tables {
+            for d in &t.sets {
+                sets.entry((t as *const Table, d.name.as_str()))
+                    .or_insert(d);
+            }
+        }
+        let mut ipsets = HashMap::new();
+        for d in &ruleset.ipsets {
+            ipsets.entry(d.name.as_str()).or_insert(d);
         }
         let mut ipset_index = HashMap::new();
         for s in &ruleset.ipsets {
             if s.elements.len() >= 16
                 && let Some(a) = simple_addr_set(s)
             {
-                ipset_index.insert(s.name.clone(), a);
+                ipset_index.insert(s.name.as_str(), a);
             }
         }
         Evaluator {
-            ruleset,
             bases,
             local,
             routes,
@@ -337,6 +356,9 @@ impl<'a> Evaluator<'a> {
             trusted_xdp,
             index,
             ipset_index,
+            chains,
+            sets,
+            ipsets,
         }
     }
 
@@ -370,8 +392,8 @@ impl<'a> Evaluator<'a> {
             dnat_done: false,
             hook: Hook::Ingress,
             oif: None,
-            conds: Vec::new(),
-            path: Vec::new(),
+            conds: Trail::default(),
+            path: Trail::default(),
             pkt: pkt.clone(),
         };
         let mut out = Vec::new();
@@ -658,8 +680,8 @@ impl<'a> Evaluator<'a> {
         pending: &mut Vec<(St, usize)>,
         out: &mut Vec<(St, Flow)>,
     ) {
-        let seen = as_seen(&s, rule.source.clone());
-        let r = || seen.clone();
+        let reply = s.reply.is_some();
+        let r = || as_seen_dir(reply, rule.source.clone());
         match verdict {
             None | Some(Verdict::Continue) => pending.push((s, i + 1)),
             Some(Verdict::Accept) => out.push((s, Flow::Accept)),
@@ -668,7 +690,8 @@ impl<'a> Evaluator<'a> {
             Some(Verdict::Return) => out.push((s, Flow::End)),
             Some(Verdict::Jump { chain }) | Some(Verdict::Goto { chain }) => {
                 let is_goto = matches!(verdict, Some(Verdict::Goto { .. }));
-                let Some(target) = table.chain(chain) else {
+                let Some(&target) = self.chains.get(&(table as *const Table, chain.as_str()))
+                else {
                     out.push((
                         s,
                         Flow::Undecided(format!("jump to missing chain {chain}"), r()),
@@ -1055,8 +1078,11 @@ impl<'a> Evaluator<'a> {
 
     fn resolve_set<'s>(&'s self, table: &'s Table, set: &'s SetRef) -> Option<SetView<'s>> {
         match set {
-            SetRef::Named(n) => table.set(n).map(SetView::Def),
-            SetRef::Ipset(n) => self.ruleset.ipset(n).map(SetView::Def),
+            SetRef::Named(n) => self
+                .sets
+                .get(&(table as *const Table, n.as_str()))
+                .map(|d| SetView::Def(d)),
+            SetRef::Ipset(n) => self.ipsets.get(n.as_str()).map(|d| SetView::Def(d)),
             SetRef::Anonymous(e) => Some(SetView::Elems(e)),
         }
     }
@@ -1065,8 +1091,8 @@ impl<'a> Evaluator<'a> {
         // Fast path for big address sets.
         if let [field @ (Field::SrcAddr | Field::DstAddr)] = fields {
             let idx = match set {
-                SetRef::Named(n) => self.index.get(&(table_idx(self.ruleset, table), n.clone())),
-                SetRef::Ipset(n) => self.ipset_index.get(n),
+                SetRef::Named(n) => self.index.get(&(table as *const Table, n.as_str())),
+                SetRef::Ipset(n) => self.ipset_index.get(n.as_str()),
                 SetRef::Anonymous(_) => None,
             };
             if let Some(a) = idx {
@@ -1565,8 +1591,12 @@ fn apply_effects(s: &mut St, effects: &[Effect]) {
 
 /// A netfilter rule as it decided this state's packet: on the answer's way out it is a
 /// reply-direction rule (the JSON `direction`, the `(reply)` label, the fix's `--sport` form).
-fn as_seen(s: &St, mut r: RuleRef) -> RuleRef {
-    if s.reply.is_some() {
+fn as_seen(s: &St, r: RuleRef) -> RuleRef {
+    as_seen_dir(s.reply.is_some(), r)
+}
+
+fn as_seen_dir(reply: bool, mut r: RuleRef) -> RuleRef {
+    if reply {
         r.direction = crate::firewall::Direction::Reply;
     }
     r
@@ -1628,8 +1658,7 @@ fn answered(s: &St, kind: CondKind, desc: &str) -> Option<bool> {
         return None;
     }
     s.conds
-        .iter()
-        .rev()
+        .iter_rev()
         .find(|c| c.kind == kind && c.desc == desc)
         .map(|c| c.holds)
 }
@@ -1638,8 +1667,8 @@ fn finish(s: St, fate: Fate, decided_by: Option<RuleRef>) -> Outcome {
     Outcome {
         fate,
         decided_by,
-        conds: s.conds,
-        path: s.path,
+        conds: s.conds.to_vec(),
+        path: s.path.to_vec(),
         landed: s.landed,
     }
 }

@@ -275,7 +275,7 @@ pub fn prepare(snap: &Snapshot) -> Prepared {
     ];
     for (text, backend, family, name) in ipt {
         let Some(text) = text else { continue };
-        let foreign = incompatible_tables(text);
+        let foreign = firewall::iptables_save::incompatible_tables(text);
         match firewall::iptables_save::parse(text, backend, family, name) {
             Ok(mut tables) => {
                 // A native nft table that merely shares a name with an iptables table
@@ -343,19 +343,6 @@ pub fn prepare(snap: &Snapshot) -> Prepared {
         ruleset: rs,
         errors,
     }
-}
-
-/// Tables `iptables-nft-save` says it cannot show: "# Table `filter' contains incompatible
-/// base-chains, use 'nft' tool to list them." / "# Table `filter' is incompatible, use 'nft'
-/// tool." (iptables 1.8.x, nft-shared.c / xtables-save.c).
-fn incompatible_tables(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| l.starts_with("# Table `") && l.contains("incompatible"))
-        .filter_map(|l| {
-            let rest = l.strip_prefix("# Table `")?;
-            Some(rest.split('\'').next()?.to_string())
-        })
-        .collect()
 }
 
 /// Could Cloudflare's packets be addressed to this address? IPv4 private addresses count (the
@@ -2143,7 +2130,7 @@ COMMIT
     #[test]
     fn native_table_named_like_an_iptables_table_is_read_from_nft() {
         assert_eq!(
-            incompatible_tables(SKELETON),
+            firewall::iptables_save::incompatible_tables(SKELETON),
             BTreeSet::from(["filter".to_string()])
         );
         let nft = r#"{"nftables":[{"metainfo":{"version":"1.0.6","release_name":"Lester Gooch #5","json_schema_version":1}},

@@ -49,11 +49,54 @@ impl Host for LiveHost {
 const NEEDS_ROOT: &str = "needs root (CAP_NET_ADMIN)";
 
 /// Read every firewall backend present. Never fails: what could not be read is in the errors.
-pub fn read_firewall(host: &dyn Host) -> (Dumps, Vec<ReadError>) {
+///
+/// The iptables dumps (both families), `ipset save` and the kernel's nf_tables table list are
+/// independent: they run at once, so the slowest of them, not their sum, sets the time. `nft -j
+/// list ruleset` runs only when nf_tables holds a table that no iptables-nft dump shows (see
+/// [`nft_needed`]): on a host where nf_tables holds only iptables-nft's own tables it would
+/// print the same rules again, and it is by far the slowest reader (seconds on large rulesets).
+pub fn read_firewall(host: &(dyn Host + Sync)) -> (Dumps, Vec<ReadError>) {
     let mut dumps = Dumps::default();
     let mut errors = Vec::new();
+    // Decided before any tool runs: iptables-nft-save itself loads the nf_tables module.
+    let may_hold_tables = nf_tables_may_hold_tables(host);
+    let (v4, v6, ipset, tables) = std::thread::scope(|sc| {
+        let v4 = sc.spawn(|| read_iptables(host, false));
+        let v6 = sc.spawn(|| read_iptables(host, true));
+        let ipset = sc.spawn(|| read_ipset(host));
+        let tables = may_hold_tables.then(|| host.nft_tables());
+        (
+            joined(v4, "iptables (IPv4)"),
+            joined(v6, "ip6tables (IPv6)"),
+            joined(ipset, "ipset sets"),
+            tables,
+        )
+    });
+    for (fam, errs) in [v4, v6] {
+        let ((nft, legacy), v6) = (fam, errs.1);
+        let (nft_slot, legacy_slot) = if v6 {
+            (
+                &mut dumps.ip6tables_nft_save,
+                &mut dumps.ip6tables_legacy_save,
+            )
+        } else {
+            (
+                &mut dumps.iptables_nft_save,
+                &mut dumps.iptables_legacy_save,
+            )
+        };
+        *nft_slot = nft;
+        *legacy_slot = legacy;
+        errors.extend(errs.0);
+    }
+    let (ipset_save, ipset_errors) = ipset;
+    dumps.ipset_save = ipset_save;
+    errors.extend(ipset_errors);
 
-    let nft_missing = match host.run("nft", &["-j", "list", "ruleset"]) {
+    if !nft_needed(tables.as_ref(), &dumps) {
+        return (dumps, errors);
+    }
+    match host.run("nft", &["-j", "list", "ruleset"]) {
         Ok(out) => {
             if nft_json_has_content(&out.stdout) {
                 // nft 1.0.x's JSON omits the device of ingress chains; its text listing has it
@@ -68,44 +111,92 @@ pub fn read_firewall(host: &dyn Host) -> (Dumps, Vec<ReadError>) {
                 }
                 dumps.nft_json.push(out.stdout);
             }
-            false
         }
-        Err(e) if e.is_not_installed() => true,
-        Err(e) => {
-            errors.push(cmd_error("native nftables", "nft -j list ruleset", &e));
-            false
+        Err(e) if e.is_not_installed() => {
+            if let Some(tables) = tables {
+                report_unread_nft_tables(tables, &dumps, &mut errors);
+            }
         }
-    };
-
-    for v6 in [false, true] {
-        let tools = IptablesTools::probe(host, v6);
-        let (nft_slot, legacy_slot) = if v6 {
-            (
-                &mut dumps.ip6tables_nft_save,
-                &mut dumps.ip6tables_legacy_save,
-            )
-        } else {
-            (
-                &mut dumps.iptables_nft_save,
-                &mut dumps.iptables_legacy_save,
-            )
-        };
-        read_iptables_nft(host, &tools, nft_slot, &mut errors);
-        read_legacy(host, &tools, legacy_slot, &mut errors);
-    }
-
-    match host.run("ipset", &["save"]) {
-        Ok(out) => dumps.ipset_save = non_empty(out.stdout),
-        // No ipset tool: rules that name a set find it undefined, which the analysis reports
-        // as undecidable; nothing else to say here.
-        Err(e) if e.is_not_installed() => {}
-        Err(e) => errors.push(cmd_error("ipset sets", "ipset save", &e)),
-    }
-
-    if nft_missing {
-        check_unread_nft_tables(host, &dumps, &mut errors);
+        Err(e) => errors.push(cmd_error("native nftables", "nft -j list ruleset", &e)),
     }
     (dumps, errors)
+}
+
+/// (nft dump, legacy dump), (errors, v6?) of one family's iptables.
+type FamilyRead = ((Option<String>, Option<String>), (Vec<ReadError>, bool));
+
+fn read_iptables(host: &dyn Host, v6: bool) -> FamilyRead {
+    let tools = IptablesTools::probe(host, v6);
+    let (mut nft, mut legacy, mut errors) = (None, None, Vec::new());
+    read_iptables_nft(host, &tools, &mut nft, &mut errors);
+    read_legacy(host, &tools, &mut legacy, &mut errors);
+    ((nft, legacy), (errors, v6))
+}
+
+fn read_ipset(host: &dyn Host) -> (Option<String>, Vec<ReadError>) {
+    match host.run("ipset", &["save"]) {
+        Ok(out) => (non_empty(out.stdout), Vec::new()),
+        // No ipset tool: rules that name a set find it undefined, which the analysis reports
+        // as undecidable; nothing else to say here.
+        Err(e) if e.is_not_installed() => (None, Vec::new()),
+        Err(e) => (None, vec![cmd_error("ipset sets", "ipset save", &e)]),
+    }
+}
+
+/// A reader thread's result. A panic in a reader is a bug, but it must not take the others'
+/// results with it, nor pass for "nothing there": it leaves that backend unread.
+fn joined<T: Default + WithError>(h: std::thread::ScopedJoinHandle<'_, T>, what: &str) -> T {
+    h.join().unwrap_or_else(|_| {
+        T::with_error(ReadError {
+            what: what.to_string(),
+            source: "origin-audit reader thread".into(),
+            message: "the reader failed unexpectedly (a bug: please report it)".into(),
+            firewall: true,
+        })
+    })
+}
+
+trait WithError {
+    fn with_error(e: ReadError) -> Self;
+}
+
+impl WithError for FamilyRead {
+    fn with_error(e: ReadError) -> Self {
+        let v6 = e.what.contains("IPv6");
+        ((None, None), (vec![e], v6))
+    }
+}
+
+impl WithError for (Option<String>, Vec<ReadError>) {
+    fn with_error(e: ReadError) -> Self {
+        (None, vec![e])
+    }
+}
+
+/// Whether `nft -j list ruleset` can show anything the other readers did not. `tables` is the
+/// kernel's table list: `None` when nf_tables is not loaded (no table can exist; asking would
+/// load it), `Some(Err)` when it could not be listed (then nft is asked, and reports its own
+/// error). A table is covered when it is an `ip`/`ip6` table that the matching
+/// iptables-nft-save dump prints as `*name` and does not call incompatible ("use 'nft' tool"):
+/// a native `table ip filter` with nft-only rules or base chains is such a table.
+fn nft_needed(tables: Option<&Result<Vec<(String, String)>, NetlinkError>>, dumps: &Dumps) -> bool {
+    match tables {
+        None => false,
+        Some(Err(_)) => true,
+        Some(Ok(list)) => list.iter().any(|(f, n)| !covered(dumps, f, n)),
+    }
+}
+
+fn covered(dumps: &Dumps, family: &str, name: &str) -> bool {
+    let dump = match family {
+        "ip" => &dumps.iptables_nft_save,
+        "ip6" => &dumps.ip6tables_nft_save,
+        _ => return false,
+    };
+    dump.as_deref().is_some_and(|d| {
+        d.lines().any(|l| l.strip_prefix('*') == Some(name))
+            && !crate::firewall::iptables_save::incompatible_tables(d).contains(name)
+    })
 }
 
 /// Which save tools this host has for one family. iptables ≥ 1.8 ships `-nft-save` and
@@ -259,15 +350,11 @@ fn read_legacy(
     }
 }
 
-/// `nft` is missing. Only nft can show native tables (iptables-nft-save shows its own tables
-/// only), so: list the kernel's nf_tables tables over netlink and subtract those the
-/// iptables-nft dumps already cover. Anything left is a ruleset nobody read → `firewall: true`.
-/// Nothing left → not an error at all (the common Ubuntu/ufw host without the nftables package).
-///
-/// The query is made only when it cannot load a module: nfnetlink asks for the nf_tables
-/// module on demand. If nf_tables is a module and not loaded, no table can exist (creating
-/// one loads it), so there is nothing to list.
-fn check_unread_nft_tables(host: &dyn Host, dumps: &Dumps, errors: &mut Vec<ReadError>) {
+/// Whether nf_tables can hold tables right now. Listing them is made only when it cannot load a
+/// module: nfnetlink asks for the nf_tables module on demand. If nf_tables is a module and not
+/// loaded, no table can exist (creating one loads it), so there is nothing to list — and
+/// nothing for `nft` to show either.
+fn nf_tables_may_hold_tables(host: &dyn Host) -> bool {
     let loaded = host.exists("/sys/module/nf_tables");
     // No /proc/modules: a kernel without module support, where nothing can be loaded.
     let no_modules = !host.exists("/proc/modules");
@@ -281,10 +368,19 @@ fn check_unread_nft_tables(host: &dyn Host, dumps: &Dumps, errors: &mut Vec<Read
                 .flatten()
         })
         .is_some_and(|b| b.lines().any(|l| l.ends_with("/nf_tables.ko")));
-    if !(loaded || no_modules || builtin) {
-        return;
-    }
-    let tables = match host.nft_tables() {
+    loaded || no_modules || builtin
+}
+
+/// `nft` is missing. Only nft can show native tables (iptables-nft-save shows its own tables
+/// only), so the kernel's table list minus those the iptables-nft dumps cover is a ruleset
+/// nobody read → `firewall: true`. Nothing left → not an error at all (the common Ubuntu/ufw
+/// host without the nftables package).
+fn report_unread_nft_tables(
+    tables: Result<Vec<(String, String)>, NetlinkError>,
+    dumps: &Dumps,
+    errors: &mut Vec<ReadError>,
+) {
+    let tables = match tables {
         Ok(t) => t,
         Err(e) => {
             let message = if e.errno() == Some(1) {
@@ -301,18 +397,9 @@ fn check_unread_nft_tables(host: &dyn Host, dumps: &Dumps, errors: &mut Vec<Read
             return;
         }
     };
-    let covered = |family: &str, name: &str| {
-        let dump = match family {
-            "ip" => &dumps.iptables_nft_save,
-            "ip6" => &dumps.ip6tables_nft_save,
-            _ => return false,
-        };
-        dump.as_deref()
-            .is_some_and(|d| d.lines().any(|l| l.strip_prefix('*') == Some(name)))
-    };
     let unread: Vec<String> = tables
         .iter()
-        .filter(|(f, n)| !covered(f, n))
+        .filter(|(f, n)| !covered(dumps, f, n))
         .map(|(f, n)| format!("{f} {n}"))
         .collect();
     if !unread.is_empty() {
@@ -419,7 +506,7 @@ mod tests {
         cmds: HashMap<String, Result<String, &'static str>>,
         files: HashMap<String, Result<String, io::ErrorKind>>,
         tables: Option<Result<Vec<(String, String)>, i32>>,
-        ran: std::cell::RefCell<Vec<String>>,
+        ran: std::sync::Mutex<Vec<String>>,
     }
 
     impl Fake {
@@ -440,7 +527,7 @@ mod tests {
                 .chain(args.iter().copied())
                 .collect::<Vec<_>>()
                 .join(" ");
-            self.ran.borrow_mut().push(line.clone());
+            self.ran.lock().unwrap().push(line.clone());
             match self.cmds.get(&line) {
                 None => Err(CmdError::NotInstalled { cmd: line }),
                 Some(Ok(s)) => Ok(Output {
@@ -487,17 +574,20 @@ mod tests {
     const NFT_EMPTY: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}]}"#;
 
     fn debian_root() -> Fake {
-        Fake::default()
-            .cmd("nft -j list ruleset", Ok(NFT_EMPTY))
-            .cmd("iptables-nft-save", Ok(NFT_SAVE))
-            .cmd("ip6tables-nft-save", Ok(""))
-            .cmd("iptables-legacy-save", Ok(LEGACY_SAVE))
-            .cmd("ip6tables-legacy-save", Ok(""))
-            .cmd(
-                "iptables-save --version",
-                Ok("iptables-save v1.8.9 (nf_tables)\n"),
-            )
-            .cmd("ipset save", Ok(""))
+        Fake {
+            tables: Some(Ok(vec![("ip".into(), "filter".into())])),
+            ..Fake::default()
+        }
+        .cmd("nft -j list ruleset", Ok(NFT_EMPTY))
+        .cmd("iptables-nft-save", Ok(NFT_SAVE))
+        .cmd("ip6tables-nft-save", Ok(""))
+        .cmd("iptables-legacy-save", Ok(LEGACY_SAVE))
+        .cmd("ip6tables-legacy-save", Ok(""))
+        .cmd(
+            "iptables-save --version",
+            Ok("iptables-save v1.8.9 (nf_tables)\n"),
+        )
+        .cmd("ipset save", Ok(""))
     }
 
     #[test]
@@ -513,9 +603,14 @@ mod tests {
             "metainfo-only nft output is no ruleset"
         );
         assert!(
-            !host.ran.borrow().iter().any(|c| c.contains("legacy")),
+            !host
+                .ran
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|c| c.contains("legacy")),
             "{:?}",
-            host.ran.borrow()
+            host.ran.lock().unwrap()
         );
 
         let host = debian_root().file("/proc/net/ip_tables_names", Ok("filter\n"));
@@ -525,7 +620,8 @@ mod tests {
         assert!(
             !host
                 .ran
-                .borrow()
+                .lock()
+                .unwrap()
                 .iter()
                 .any(|c| c == "ip6tables-legacy-save")
         );
@@ -556,11 +652,14 @@ mod tests {
 
     #[test]
     fn legacy_tables_without_legacy_tool_is_firewall_error() {
-        let host = Fake::default()
-            .cmd("nft -j list ruleset", Ok(NFT_EMPTY))
-            .cmd("iptables-nft-save", Ok(""))
-            .cmd("ip6tables-nft-save", Ok(""))
-            .file("/proc/net/ip_tables_names", Ok("filter\n"));
+        let host = Fake {
+            tables: Some(Ok(Vec::new())),
+            ..Fake::default()
+        }
+        .cmd("nft -j list ruleset", Ok(NFT_EMPTY))
+        .cmd("iptables-nft-save", Ok(""))
+        .cmd("ip6tables-nft-save", Ok(""))
+        .file("/proc/net/ip_tables_names", Ok("filter\n"));
         let (_, e) = read_firewall(&host);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].firewall);
@@ -582,13 +681,16 @@ mod tests {
         assert!(e.is_empty(), "{e:?}");
 
         // A minimal nf_tables install: plain iptables-save is the nft one.
-        let host = Fake::default()
-            .cmd("nft -j list ruleset", Ok(NFT_EMPTY))
-            .cmd(
-                "iptables-save --version",
-                Ok("iptables-save v1.8.9 (nf_tables)\n"),
-            )
-            .cmd("iptables-save", Ok(NFT_SAVE));
+        let host = Fake {
+            tables: Some(Ok(vec![("ip".into(), "filter".into())])),
+            ..Fake::default()
+        }
+        .cmd("nft -j list ruleset", Ok(NFT_EMPTY))
+        .cmd(
+            "iptables-save --version",
+            Ok("iptables-save v1.8.9 (nf_tables)\n"),
+        )
+        .cmd("iptables-save", Ok(NFT_SAVE));
         let (d, _) = read_firewall(&host);
         assert_eq!(d.iptables_nft_save.as_deref(), Some(NFT_SAVE));
         assert_eq!(d.iptables_legacy_save, None);
@@ -636,7 +738,9 @@ mod tests {
 
     #[test]
     fn failures_name_the_command() {
-        let host = debian_root()
+        let mut host = debian_root();
+        host.tables = Some(Ok(vec![("inet".into(), "filter".into())]));
+        let host = host
             .cmd(
                 "nft -j list ruleset",
                 Err("netlink: Error: cache initialization failed"),
@@ -661,5 +765,68 @@ mod tests {
         let (d, e) = read_firewall(&host);
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(d.iptables_nft_save, None);
+    }
+
+    fn ran(host: &Fake) -> Vec<String> {
+        host.ran.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn nft_runs_only_for_tables_no_iptables_dump_shows() {
+        // nf_tables holds only iptables-nft's filter table, which its dump shows: nft is not run.
+        let host = debian_root().file("/sys/module/nf_tables", Ok(""));
+        let (d, e) = read_firewall(&host);
+        assert!(e.is_empty(), "{e:?}");
+        assert!(
+            !ran(&host).iter().any(|c| c.starts_with("nft")),
+            "{:?}",
+            ran(&host)
+        );
+        assert_eq!(d.iptables_nft_save.as_deref(), Some(NFT_SAVE));
+
+        // A native table (inet, arp, bridge, netdev), an ip6 table with no ip6tables dump, or a
+        // table the dump calls incompatible: nft is run.
+        let incompatible = "# Generated by iptables-nft-save v1.8.9 (nf_tables) on Thu Nov 26 10:54:57 2026\n# Table `filter' is incompatible, use 'nft' tool.\n";
+        for (tables, v4) in [
+            (vec![("inet", "firewalld")], NFT_SAVE),
+            (vec![("ip", "filter"), ("bridge", "filter")], NFT_SAVE),
+            (vec![("ip6", "filter")], NFT_SAVE),
+            (vec![("ip", "nat")], NFT_SAVE),
+            (vec![("ip", "filter")], incompatible),
+        ] {
+            let mut host = debian_root().cmd("iptables-nft-save", Ok(v4));
+            host.tables = Some(Ok(tables
+                .iter()
+                .map(|(f, n)| (f.to_string(), n.to_string()))
+                .collect()));
+            let _ = read_firewall(&host);
+            assert!(
+                ran(&host).iter().any(|c| c == "nft -j list ruleset"),
+                "{tables:?}: {:?}",
+                ran(&host)
+            );
+        }
+
+        // The table list cannot be read: nft is asked (and reports its own error).
+        let mut host = debian_root().cmd("nft -j list ruleset", Err("eperm"));
+        host.tables = Some(Err(1));
+        let (_, e) = read_firewall(&host);
+        assert!(
+            e.iter()
+                .any(|e| e.source == "nft -j list ruleset" && e.firewall),
+            "{e:?}"
+        );
+
+        // nf_tables not loaded (modules supported, not built in): no table can exist; neither
+        // the list nor nft is asked (`tables: None` panics if queried).
+        let mut host = debian_root().file("/proc/modules", Ok(""));
+        host.tables = None;
+        let (_, e) = read_firewall(&host);
+        assert!(e.is_empty(), "{e:?}");
+        assert!(
+            !ran(&host).iter().any(|c| c.starts_with("nft")),
+            "{:?}",
+            ran(&host)
+        );
     }
 }

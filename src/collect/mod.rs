@@ -190,7 +190,53 @@ pub fn read_host() -> HostState {
         ipv6: sysctl("net.ipv6.conf.all.forwarding", netif::IPV6_FORWARD_PATH),
     };
 
-    let listeners = match sockets::read_listeners(&ifnames) {
+    // The remaining readers are independent (each its own netlink socket or process): they run
+    // at once, and the slowest of them, not their sum, sets the time of a run.
+    let names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
+    let (listeners, (dumps, fw_errors), (routing, route_errors), (netdev, tc_errors)) =
+        std::thread::scope(|sc| {
+            let fw = sc.spawn(|| firewall::read_firewall(&firewall::LiveHost));
+            let routing = sc.spawn(|| routing::read_routing(&names));
+            let tc = sc.spawn(tc::read_netdev);
+            let listeners = read_listeners(&ifnames, &mut read_errors);
+            (
+                listeners,
+                fw.join()
+                    .unwrap_or_else(|_| panicked("firewall rules", true)),
+                routing
+                    .join()
+                    .unwrap_or_else(|_| panicked("routes and routing rules", false)),
+                tc.join()
+                    .unwrap_or_else(|_| panicked("tc filters and XDP programs", false)),
+            )
+        });
+    read_errors.extend(fw_errors);
+    read_errors.extend(route_errors);
+    read_errors.extend(tc_errors);
+    let conntrack = read_conntrack();
+
+    HostState {
+        hostname,
+        listeners,
+        interfaces,
+        default_routes,
+        bindv6only,
+        forwarding,
+        dumps,
+        routing: Some(routing),
+        netdev: Some(netdev),
+        conntrack,
+        counters: Some(read_counters()),
+        read_errors,
+    }
+}
+
+/// The listening sockets (sock_diag, else /proc/net/tcp*), with what went wrong on the way.
+fn read_listeners(
+    ifnames: &HashMap<u32, String>,
+    read_errors: &mut Vec<ReadError>,
+) -> Option<Vec<Listener>> {
+    match sockets::read_listeners(ifnames) {
         Ok(read) => {
             if let Some(e) = read.netlink_error {
                 read_errors.push(ReadError {
@@ -214,32 +260,21 @@ pub fn read_host() -> HostState {
             });
             None
         }
-    };
-
-    let (dumps, fw_errors) = firewall::read_firewall(&firewall::LiveHost);
-    read_errors.extend(fw_errors);
-
-    let names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
-    let (routing, route_errors) = routing::read_routing(&names);
-    read_errors.extend(route_errors);
-    let (netdev, tc_errors) = tc::read_netdev();
-    read_errors.extend(tc_errors);
-    let conntrack = read_conntrack();
-
-    HostState {
-        hostname,
-        listeners,
-        interfaces,
-        default_routes,
-        bindv6only,
-        forwarding,
-        dumps,
-        routing: Some(routing),
-        netdev: Some(netdev),
-        conntrack,
-        counters: Some(read_counters()),
-        read_errors,
     }
+}
+
+/// What a reader thread that panicked leaves: nothing read, and an error that says so (a
+/// reader's bug must not pass for "nothing there", nor take the other readers with it).
+fn panicked<T: Default>(what: &str, firewall: bool) -> (T, Vec<ReadError>) {
+    (
+        T::default(),
+        vec![ReadError {
+            what: what.into(),
+            source: "origin-audit reader thread".into(),
+            message: "the reader failed unexpectedly (a bug: please report it)".into(),
+            firewall,
+        }],
+    )
 }
 
 /// The listen-queue and conntrack drop counters of this namespace (columns missing on this

@@ -21,6 +21,19 @@ use super::{
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// Tables `iptables-nft-save` says it cannot show: "# Table `filter' contains incompatible
+/// base-chains, use 'nft' tool to list them." / "# Table `filter' is incompatible, use 'nft'
+/// tool." (iptables 1.8.x, nft-shared.c / xtables-save.c).
+pub fn incompatible_tables(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("# Table `") && l.contains("incompatible"))
+        .filter_map(|l| {
+            let rest = l.strip_prefix("# Table `")?;
+            Some(rest.split('\'').next()?.to_string())
+        })
+        .collect()
+}
+
 /// Parse one `*-save` dump. `source_name` names the dump in errors (command or file path).
 ///
 /// Each `*table` … `COMMIT` block becomes one [`Table`], in dump order; two blocks with the same

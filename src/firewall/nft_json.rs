@@ -340,9 +340,12 @@ impl Builder {
     }
 
     fn finish(&mut self) {
-        for (ti, name) in &self.written_sets {
-            if let Some(s) = self.tables[*ti].sets.iter_mut().find(|s| &s.name == name) {
-                s.dynamic = true;
+        for (ti, t) in self.tables.iter_mut().enumerate() {
+            for s in &mut t.sets {
+                // A lookup per set, not a scan of the table's sets per written set.
+                if self.written_sets.contains(&(ti, s.name.clone())) {
+                    s.dynamic = true;
+                }
             }
         }
     }
