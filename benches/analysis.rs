@@ -6,8 +6,11 @@
 //! (`iptables-nft-save`, `ip -j route show table all`) on the same generated state, for ratios.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+mod common;
+
+use common::snapshot;
 use origin_audit::analysis::{self, Options};
-use origin_audit::snapshot::{DefaultRoute, Dumps, IfAddr, Interface, SNAPSHOT_SCHEMA, Snapshot};
+use origin_audit::snapshot::Snapshot;
 use std::fmt::Write;
 use std::hint::black_box;
 
@@ -136,45 +139,6 @@ fn ipset_100k() -> String {
         }
     }
     s
-}
-
-fn snapshot(ipt: String, ipset: Option<String>) -> Snapshot {
-    Snapshot {
-        schema: SNAPSHOT_SCHEMA.into(),
-        taken_at: "2026-11-26T00:00:00Z".into(),
-        hostname: None,
-        listeners: Some(vec![]),
-        interfaces: vec![Interface {
-            name: "eth0".into(),
-            up: true,
-            addrs: vec![IfAddr {
-                addr: "203.0.113.2".parse().expect("addr"),
-                prefix_len: 24,
-                scope: "global".into(),
-            }],
-        }],
-        default_routes: vec![DefaultRoute {
-            family: origin_audit::firewall::Family::V4,
-            iface: "eth0".into(),
-            gateway: None,
-        }],
-        bindv6only: Some(false),
-        forwarding: Default::default(),
-        routing: None,
-        netdev: None,
-        conntrack: None,
-        counters: None,
-        dumps: Dumps {
-            iptables_nft_save: Some(ipt),
-            ipset_save: ipset,
-            ..Default::default()
-        },
-        ranges: origin_audit::ranges::cloudflare()
-            .bundled_ranges()
-            .expect("bundled ranges"),
-        read_errors: vec![],
-        tls: None,
-    }
 }
 
 fn bench(c: &mut Criterion) {

@@ -324,10 +324,7 @@ fn check_run(args: &CheckArgs, config_path: Option<&Path>, started: Instant) -> 
         return Ok(0);
     }
     match args.format {
-        Format::Json => crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&render::json::report(&report))?
-        ),
+        Format::Json => crate::out::write_json(&render::json::report(&report))?,
         Format::Human => {
             crate::out!("{}", render::human::report(&report, color(args.color)));
             if args.quiet {

@@ -14,6 +14,19 @@ pub fn write_out(text: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot write the output to standard output: {e}"))
 }
 
+/// Writes `value` as pretty JSON and a newline to stdout, serialised as it goes (through a
+/// buffer: nothing the size of the document is held in memory), then flushes.
+pub fn write_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let err = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("cannot write the output to standard output: {e}")
+    };
+    let mut o = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut o, value).map_err(|e| err(&e))?;
+    o.write_all(b"\n")
+        .and_then(|()| o.flush())
+        .map_err(|e| err(&e))
+}
+
 /// `print!` that returns the write error from the enclosing function (`?`).
 #[macro_export]
 macro_rules! out {

@@ -66,37 +66,80 @@
 //! (SYN-ACK, RST or ICMP error) leaves, or why it cannot (empty: the SYN never got one).
 
 use crate::analysis::{Explanation, Report};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 pub const SCHEMA: &str = "origin-audit/1";
 
-pub fn report(r: &Report) -> Value {
-    let listeners = r.listeners.as_ref().map(|ls| {
-        ls.iter()
-            .map(|l| json!({"address": l.address, "port": l.port, "process": l.process, "pid": l.pid}))
-            .collect::<Vec<_>>()
-    });
-    json!({
-        "schema": SCHEMA,
-        "status": r.status,
-        "ranges": {
-            "provider": r.ranges.provider,
-            "source": r.ranges.source,
-            "as_of": r.ranges.as_of,
-            "age_days": r.ranges_age_days,
-            "ipv4": r.ranges.ipv4,
-            "ipv6": r.ranges.ipv6,
+/// The `check --format json` document, borrowed from the report: serialised straight to the
+/// output as it is produced, never built as a `serde_json::Value` first (a report with 200k
+/// reachability rows cost a gigabyte that way). Top-level keys in the order a `Value` printed
+/// them (sorted), so the document reads as it did.
+#[derive(Serialize)]
+pub struct ReportDoc<'a> {
+    accepted: &'a [crate::analysis::AcceptedFinding],
+    findings: &'a [crate::findings::Finding],
+    listeners: Option<Vec<ListenerDoc<'a>>>,
+    ports: &'a [u16],
+    ranges: RangesDoc<'a>,
+    reachability: &'a [crate::analysis::ReachRow],
+    rule_count: usize,
+    schema: &'static str,
+    status: crate::analysis::Status,
+    target: &'a crate::analysis::Target,
+    tls: &'a Option<Vec<crate::analysis::tls::TlsRow>>,
+    tls_note: &'a Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListenerDoc<'a> {
+    address: &'a std::net::IpAddr,
+    pid: &'a Option<u32>,
+    port: u16,
+    process: &'a Option<String>,
+}
+
+#[derive(Serialize)]
+struct RangesDoc<'a> {
+    age_days: Option<i64>,
+    as_of: &'a str,
+    ipv4: &'a [ipnet::Ipv4Net],
+    ipv6: &'a [ipnet::Ipv6Net],
+    provider: &'a str,
+    source: &'a crate::ranges::RangeSource,
+}
+
+pub fn report(r: &Report) -> ReportDoc<'_> {
+    ReportDoc {
+        accepted: &r.accepted,
+        findings: &r.findings,
+        listeners: r.listeners.as_ref().map(|ls| {
+            ls.iter()
+                .map(|l| ListenerDoc {
+                    address: &l.address,
+                    pid: &l.pid,
+                    port: l.port,
+                    process: &l.process,
+                })
+                .collect()
+        }),
+        ports: &r.ports,
+        ranges: RangesDoc {
+            age_days: r.ranges_age_days,
+            as_of: &r.ranges.as_of,
+            ipv4: &r.ranges.ipv4,
+            ipv6: &r.ranges.ipv6,
+            provider: &r.ranges.provider,
+            source: &r.ranges.source,
         },
-        "listeners": listeners,
-        "reachability": r.reachability,
-        "findings": r.findings,
-        "accepted": r.accepted,
-        "target": r.target,
-        "ports": r.ports,
-        "rule_count": r.rule_count,
-        "tls": r.tls,
-        "tls_note": r.tls_note,
-    })
+        reachability: &r.reachability,
+        rule_count: r.rule_count,
+        schema: SCHEMA,
+        status: r.status,
+        target: &r.target,
+        tls: &r.tls,
+        tls_note: &r.tls_note,
+    }
 }
 
 pub fn explanation(e: &Explanation) -> Value {
