@@ -14,6 +14,7 @@ pub mod firewall;
 pub mod fix;
 pub mod kstat;
 pub mod lock;
+pub mod nlattr;
 pub mod out;
 pub mod ranges;
 pub mod render;

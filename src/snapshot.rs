@@ -145,6 +145,27 @@ pub struct Dumps {
     /// the devices those chains are attached to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nft_text: Option<String>,
+    /// Elements of the named nft sets the rules reference, read over netlink
+    /// (`NFT_MSG_GETSETELEM`) when `nft_json` is the terse listing (`nft -j -t`): `nft -j`
+    /// spends seconds to minutes printing a large set as JSON. Decoded by
+    /// [`crate::firewall::nft_setelem`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nft_set_elements: Vec<NftSetElements>,
+}
+
+/// The raw `NFT_MSG_NEWSETELEM` replies for one set, as the kernel sent them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NftSetElements {
+    /// nft family name (`ip`, `ip6`, `inet`, `arp`, `bridge`, `netdev`).
+    pub family: String,
+    pub table: String,
+    pub set: String,
+    /// Each reply's payload after its `nfgenmsg` header, hex-encoded.
+    pub messages: Vec<String>,
+    /// Why the elements could not be read (then `messages` is empty): rules that look packets
+    /// up in this set are undecidable, never "no match".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Dumps {

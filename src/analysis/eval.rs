@@ -1342,6 +1342,10 @@ fn elem_matches(e: &SetElem, fields: &[Field], s: &St) -> ElemMatch {
                 unknown = Some(format!("output interface {}", pat.name));
                 true
             }
+            (KeyValue::Unknown(text), _) => {
+                unknown = Some(text.clone());
+                true
+            }
             (k, f) => {
                 unknown = Some(format!("set element {k:?} compared with {f:?}"));
                 true

@@ -298,7 +298,7 @@ pub fn prepare(snap: &Snapshot) -> Prepared {
         } else {
             "nft -j list ruleset".to_string()
         };
-        match firewall::nft_json::parse(text, &name) {
+        match firewall::nft_json::parse_with_elements(text, &name, &d.nft_set_elements) {
             Ok(tables) => rs.tables.extend(
                 tables
                     .into_iter()

@@ -11,7 +11,7 @@
 
 use super::cmd::{self, CmdError, Output};
 use super::netlink::{self, NetlinkError};
-use crate::snapshot::{Dumps, ReadError};
+use crate::snapshot::{Dumps, NftSetElements, ReadError};
 use std::io;
 
 /// The host as this module sees it.
@@ -22,6 +22,13 @@ pub trait Host {
     fn exists(&self, path: &str) -> bool;
     /// (family, name) of every nf_tables table, straight from the kernel.
     fn nft_tables(&self) -> Result<Vec<(String, String)>, NetlinkError>;
+    /// The elements of one nft set, straight from the kernel.
+    fn nft_set_elements(
+        &self,
+        family: &str,
+        table: &str,
+        set: &str,
+    ) -> Result<NftSetElements, NetlinkError>;
 }
 
 /// The real host: this process's network namespace.
@@ -43,6 +50,14 @@ impl Host for LiveHost {
     }
     fn nft_tables(&self) -> Result<Vec<(String, String)>, NetlinkError> {
         list_nft_tables()
+    }
+    fn nft_set_elements(
+        &self,
+        family: &str,
+        table: &str,
+        set: &str,
+    ) -> Result<NftSetElements, NetlinkError> {
+        super::nft_sets::read_set(family, table, set)
     }
 }
 
@@ -96,30 +111,116 @@ pub fn read_firewall(host: &(dyn Host + Sync)) -> (Dumps, Vec<ReadError>) {
     if !nft_needed(tables.as_ref(), &dumps) {
         return (dumps, errors);
     }
-    match host.run("nft", &["-j", "list", "ruleset"]) {
-        Ok(out) => {
-            if nft_json_has_content(&out.stdout) {
+    match read_nft(host, &mut errors) {
+        Ok((json, elements)) => {
+            if nft_json_has_content(&json) {
                 // nft 1.0.x's JSON omits the device of ingress chains; its text listing has it
-                // (`hook ingress device "eth0"`), so read that too when ingress chains exist.
-                if out.stdout.contains("\"ingress\"") || out.stdout.contains("\"egress\"") {
-                    match host.run("nft", &["list", "ruleset"]) {
+                // (`hook ingress device "eth0"`), so read that too when ingress chains exist
+                // (terse: the devices are all it is read for).
+                if json.contains("\"ingress\"") || json.contains("\"egress\"") {
+                    match host.run("nft", &["-t", "list", "ruleset"]) {
                         Ok(text) => dumps.nft_text = Some(text.stdout),
                         Err(e) => {
-                            errors.push(cmd_error("nft ingress devices", "nft list ruleset", &e))
+                            errors.push(cmd_error("nft ingress devices", "nft -t list ruleset", &e))
                         }
                     }
                 }
-                dumps.nft_json.push(out.stdout);
+                dumps.nft_json.push(json);
+                dumps.nft_set_elements = elements;
             }
         }
-        Err(e) if e.is_not_installed() => {
+        Err((_, e)) if e.is_not_installed() => {
             if let Some(tables) = tables {
                 report_unread_nft_tables(tables, &dumps, &mut errors);
             }
         }
-        Err(e) => errors.push(cmd_error("native nftables", "nft -j list ruleset", &e)),
+        Err((source, e)) => errors.push(cmd_error("native nftables", source, &e)),
     }
     (dumps, errors)
+}
+
+/// The nft ruleset as JSON, with the elements of the sets its rules reference. The terse
+/// listing (`nft -j -t`, no set elements) and one netlink dump per referenced set replace
+/// `nft -j list ruleset`, which takes minutes to print a million-element set. Sets no rule
+/// references are not read at all. When a referenced set is a map or has a key type
+/// [`nft_setelem`](crate::firewall::nft_setelem) does not decode, or a dump fails, the full
+/// listing is read instead: slower, never less.
+fn read_nft(
+    host: &dyn Host,
+    errors: &mut Vec<ReadError>,
+) -> Result<(String, Vec<NftSetElements>), (&'static str, CmdError)> {
+    const FULL: &str = "nft -j list ruleset";
+    let full = || {
+        host.run("nft", &["-j", "list", "ruleset"])
+            .map(|o| (o.stdout, Vec::new()))
+            .map_err(|e| (FULL, e))
+    };
+    let terse = match host.run("nft", &["-j", "-t", "list", "ruleset"]) {
+        Ok(o) => o.stdout,
+        Err(e) if e.is_not_installed() => return Err(("nft -j -t list ruleset", e)),
+        // An nft without -t, or a failure the full listing may not have: try it.
+        Err(_) => return full(),
+    };
+    let Some(sets) = referenced_sets(&terse) else {
+        return full();
+    };
+    let mut elements = Vec::with_capacity(sets.len());
+    for (family, table, set) in sets {
+        match host.nft_set_elements(&family, &table, &set) {
+            Ok(e) => elements.push(e),
+            // The full listing runs the same kernel dump (and prints it as JSON): no better.
+            // The set is unknown; the rest of the ruleset is still read.
+            Err(e) => {
+                let message =
+                    format!("{e}; rules that look packets up in this set are undecidable");
+                errors.push(ReadError {
+                    what: format!("elements of nft set {family} {table} {set}"),
+                    source: "netlink NFT_MSG_GETSETELEM".into(),
+                    message: message.clone(),
+                    firewall: false,
+                });
+                elements.push(NftSetElements {
+                    family,
+                    table,
+                    set,
+                    messages: Vec::new(),
+                    error: Some(message),
+                });
+            }
+        }
+    }
+    Ok((terse, elements))
+}
+
+/// (family, table, name) of every named set a rule of this terse listing references (`"@name"`
+/// in its JSON), or `None` when one of them cannot be read over netlink here: a map, or a key
+/// type the decoder does not know. Text that is not `nft -j` output: `None` (the full listing
+/// is read, and its parser reports what is wrong).
+fn referenced_sets(terse: &str) -> Option<Vec<(String, String, String)>> {
+    let doc: serde_json::Value = serde_json::from_str(terse).ok()?;
+    let mut out = Vec::new();
+    for item in doc.get("nftables")?.as_array()? {
+        let (kind, body) = match (item.get("set"), item.get("map")) {
+            (Some(b), _) => ("set", b),
+            (None, Some(b)) => ("map", b),
+            _ => continue,
+        };
+        let field = |k: &str| body.get(k).and_then(|v| v.as_str());
+        let (Some(family), Some(table), Some(name)) =
+            (field("family"), field("table"), field("name"))
+        else {
+            return None;
+        };
+        if !terse.contains(&format!("\"@{name}\"")) {
+            continue;
+        }
+        let decodable = field("type").and_then(crate::firewall::nft_setelem::KeyType::from_nft);
+        if kind == "map" || decodable.is_none() {
+            return None;
+        }
+        out.push((family.to_string(), table.to_string(), name.to_string()));
+    }
+    Some(out)
 }
 
 /// (nft dump, legacy dump), (errors, v6?) of one family's iptables.
@@ -506,6 +607,8 @@ mod tests {
         cmds: HashMap<String, Result<String, &'static str>>,
         files: HashMap<String, Result<String, io::ErrorKind>>,
         tables: Option<Result<Vec<(String, String)>, i32>>,
+        /// What every netlink set-element dump returns (`None`: it fails).
+        set_elements: Option<String>,
         ran: std::sync::Mutex<Vec<String>>,
     }
 
@@ -555,6 +658,30 @@ mod tests {
         fn exists(&self, path: &str) -> bool {
             self.files.contains_key(path)
         }
+        fn nft_set_elements(
+            &self,
+            family: &str,
+            table: &str,
+            set: &str,
+        ) -> Result<NftSetElements, NetlinkError> {
+            self.ran
+                .lock()
+                .unwrap()
+                .push(format!("netlink set {family} {table} {set}"));
+            match &self.set_elements {
+                Some(ok) => Ok(NftSetElements {
+                    family: family.into(),
+                    table: table.into(),
+                    set: set.into(),
+                    messages: vec![ok.clone()],
+                    error: None,
+                }),
+                None => Err(NetlinkError::Kernel {
+                    what: "test",
+                    errno: 1,
+                }),
+            }
+        }
         fn nft_tables(&self) -> Result<Vec<(String, String)>, NetlinkError> {
             match self.tables.clone() {
                 None => panic!("nft_tables must not be queried here"),
@@ -579,6 +706,7 @@ mod tests {
             ..Fake::default()
         }
         .cmd("nft -j list ruleset", Ok(NFT_EMPTY))
+        .cmd("nft -j -t list ruleset", Ok(NFT_EMPTY))
         .cmd("iptables-nft-save", Ok(NFT_SAVE))
         .cmd("ip6tables-nft-save", Ok(""))
         .cmd("iptables-legacy-save", Ok(LEGACY_SAVE))
@@ -702,6 +830,7 @@ mod tests {
             .file("/sys/module/nf_tables", Ok(""))
             .file("/proc/modules", Ok(""));
         host.cmds.remove("nft -j list ruleset");
+        host.cmds.remove("nft -j -t list ruleset");
         // The iptables-nft filter table is covered by its dump; inet firewalld is not.
         host.tables = Some(Ok(vec![
             ("ip".into(), "filter".into()),
@@ -730,6 +859,7 @@ mod tests {
         // `tables: None` panics if queried: the query could load nf_tables.
         let mut host = debian_root().file("/proc/modules", Ok(""));
         host.cmds.remove("nft -j list ruleset");
+        host.cmds.remove("nft -j -t list ruleset");
         host.cmds
             .insert("iptables-nft-save".into(), Ok(String::new()));
         let (_, e) = read_firewall(&host);
@@ -741,6 +871,10 @@ mod tests {
         let mut host = debian_root();
         host.tables = Some(Ok(vec![("inet".into(), "filter".into())]));
         let host = host
+            .cmd(
+                "nft -j -t list ruleset",
+                Err("netlink: Error: cache initialization failed"),
+            )
             .cmd(
                 "nft -j list ruleset",
                 Err("netlink: Error: cache initialization failed"),
@@ -801,14 +935,16 @@ mod tests {
                 .collect()));
             let _ = read_firewall(&host);
             assert!(
-                ran(&host).iter().any(|c| c == "nft -j list ruleset"),
+                ran(&host).iter().any(|c| c.starts_with("nft -j")),
                 "{tables:?}: {:?}",
                 ran(&host)
             );
         }
 
         // The table list cannot be read: nft is asked (and reports its own error).
-        let mut host = debian_root().cmd("nft -j list ruleset", Err("eperm"));
+        let mut host = debian_root()
+            .cmd("nft -j -t list ruleset", Err("eperm"))
+            .cmd("nft -j list ruleset", Err("eperm"));
         host.tables = Some(Err(1));
         let (_, e) = read_firewall(&host);
         assert!(
@@ -828,5 +964,64 @@ mod tests {
             "{:?}",
             ran(&host)
         );
+    }
+
+    #[test]
+    fn referenced_sets_come_from_netlink_and_anything_else_from_the_full_listing() {
+        // Real shapes (nft 1.0.6 -j -t): a referenced interval set, an unreferenced one.
+        let terse = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "cs", "handle": 1}}, {"set": {"family": "inet", "name": "bans4", "table": "cs", "type": "ipv4_addr", "handle": 2, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "unused", "table": "cs", "type": "ipv4_addr", "handle": 3}}, {"chain": {"family": "inet", "table": "cs", "name": "input", "handle": 4, "type": "filter", "hook": "input", "prio": -10, "policy": "accept"}}, {"rule": {"family": "inet", "table": "cs", "chain": "input", "handle": 5, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@bans4"}}, {"drop": null}]}}]}"#;
+        let full = r#"{"nftables": [{"table": {"family": "inet", "name": "cs", "handle": 1}}]}"#;
+        let base = || {
+            let mut h = debian_root()
+                .cmd("nft -j -t list ruleset", Ok(terse))
+                .cmd("nft -j list ruleset", Ok(full));
+            h.tables = Some(Ok(vec![("inet".into(), "cs".into())]));
+            h
+        };
+        let mut host = base();
+        host.set_elements = Some("00".into());
+        let (d, e) = read_firewall(&host);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(d.nft_json, vec![terse.to_string()]);
+        assert_eq!(d.nft_set_elements.len(), 1);
+        assert_eq!(d.nft_set_elements[0].set, "bans4");
+        let r = ran(&host);
+        assert!(
+            r.contains(&"netlink set inet cs bans4".to_string()),
+            "{r:?}"
+        );
+        assert!(
+            !r.iter()
+                .any(|c| c.contains("unused") || c == "nft -j list ruleset"),
+            "{r:?}"
+        );
+
+        // The dump fails: the set is recorded as unread (and said so), the listing stays the
+        // terse one (the full listing would run the same kernel dump).
+        let host = base();
+        let (d, e) = read_firewall(&host);
+        assert_eq!(d.nft_json, vec![terse.to_string()]);
+        assert!(
+            d.nft_set_elements[0].error.is_some(),
+            "{:?}",
+            d.nft_set_elements
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.what == "elements of nft set inet cs bans4"
+                    && e.message.contains("undecidable")),
+            "{e:?}"
+        );
+
+        // A referenced map (or a key type the decoder does not read): the full listing.
+        let mapped = terse.replace(
+            r#""type": "ipv4_addr", "handle": 2"#,
+            r#""type": "ether_addr", "handle": 2"#,
+        );
+        let mut host = base().cmd("nft -j -t list ruleset", Ok(&mapped));
+        host.set_elements = Some("00".into());
+        let (d, _) = read_firewall(&host);
+        assert_eq!(d.nft_json, vec![full.to_string()]);
+        assert!(!ran(&host).iter().any(|c| c.starts_with("netlink set")));
     }
 }

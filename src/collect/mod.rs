@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod firewall;
 pub mod netif;
 pub mod netlink;
+pub mod nft_sets;
 pub mod offline;
 pub mod routing;
 pub mod sockets;

@@ -37,8 +37,8 @@ pub enum NetlinkError {
     Kernel { what: &'static str, errno: i32 },
     #[error("{what}: malformed reply: {message}")]
     Malformed { what: &'static str, message: String },
-    #[error("{what}: no complete reply within {} s", DUMP_DEADLINE.as_secs())]
-    TimedOut { what: &'static str },
+    #[error("{what}: no complete reply within {} s", limit.as_secs_f64())]
+    TimedOut { what: &'static str, limit: Duration },
 }
 
 impl NetlinkError {
@@ -71,13 +71,26 @@ pub fn dump(
     request: &[u8],
     what: &'static str,
 ) -> Result<Vec<(u16, Vec<u8>)>, NetlinkError> {
+    dump_within(protocol, request, what, DUMP_DEADLINE)
+}
+
+/// [`dump`] that gives up after `limit`. The deadline is checked after every datagram too:
+/// the kernel builds each part of a dump inside the `recv` that asks for it, and some dumps
+/// grow quadratically (a set's elements: each part walks the set from its start), so a dump
+/// can run for minutes without ever blocking.
+pub fn dump_within(
+    protocol: isize,
+    request: &[u8],
+    what: &'static str,
+    limit: Duration,
+) -> Result<Vec<(u16, Vec<u8>)>, NetlinkError> {
     let io_err = |source| NetlinkError::Io { what, source };
     let socket = Socket::new(protocol).map_err(io_err)?;
     socket.set_non_blocking(true).map_err(io_err)?;
     socket
         .send_to(request, &SocketAddr::new(0, 0), 0)
         .map_err(io_err)?;
-    let deadline = Instant::now() + DUMP_DEADLINE;
+    let deadline = Instant::now() + limit;
     let mut out = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
     for _ in 0..MAX_DATAGRAMS {
@@ -96,10 +109,13 @@ pub fn dump(
                 {
                     return Ok(out);
                 }
+                if Instant::now() >= deadline {
+                    return Err(NetlinkError::TimedOut { what, limit });
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if Instant::now() >= deadline {
-                    return Err(NetlinkError::TimedOut { what });
+                    return Err(NetlinkError::TimedOut { what, limit });
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -117,9 +133,7 @@ fn u32_ne(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-pub fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
+pub use crate::nlattr::align4;
 
 /// Split one datagram into messages. Outer error: malformed framing; inner error: the kernel's
 /// NLMSG_ERROR errno (positive). `Ok(Ok(true))` at NLMSG_DONE.
@@ -158,23 +172,7 @@ pub fn parse_datagram(
     Ok(Ok(false))
 }
 
-/// Attributes (`struct nlattr` / `struct rtattr`: u16 len, u16 type, data, 4-byte aligned)
-/// starting at `p[0]`, as (type without flag bits, data).
-pub fn attrs(p: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off + 4 <= p.len() {
-        let alen = usize::from(u16::from_ne_bytes([p[off], p[off + 1]]));
-        // NLA_F_NESTED / NLA_F_NET_BYTEORDER are the top two bits.
-        let aty = u16::from_ne_bytes([p[off + 2], p[off + 3]]) & 0x3fff;
-        if alen < 4 || off + alen > p.len() {
-            return Err(format!("attribute length {alen} at byte {off}"));
-        }
-        out.push((aty, &p[off + 4..off + alen]));
-        off += align4(alen);
-    }
-    Ok(out)
-}
+pub use crate::nlattr::attrs;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests unwrap their own fixtures

@@ -19,6 +19,7 @@ pub mod addr;
 pub mod ipset;
 pub mod iptables_save;
 pub mod nft_json;
+pub mod nft_setelem;
 pub mod nft_text;
 
 pub use addr::{AddrRange, AddrSet};

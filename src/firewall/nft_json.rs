@@ -39,6 +39,16 @@ use std::net::IpAddr;
 /// Tables keep the order nft printed them in; chains and sets keep their order within a table;
 /// rules are attached to their chain in the order printed (which is evaluation order).
 pub fn parse(text: &str, source_name: &str) -> Result<Vec<Table>, ParseError> {
+    parse_with_elements(text, source_name, &[])
+}
+
+/// [`parse`] of a terse listing (`nft -j -t`: sets without their elements), with the
+/// elements of some sets as the kernel sent them (see [`super::nft_setelem`]).
+pub fn parse_with_elements(
+    text: &str,
+    source_name: &str,
+    elements: &[crate::snapshot::NftSetElements],
+) -> Result<Vec<Table>, ParseError> {
     let doc: Value = serde_json::from_str(text).map_err(|e| ParseError::Line {
         source_name: source_name.to_string(),
         line: e.line(),
@@ -64,7 +74,13 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<Table>, ParseError> {
         }
     };
 
-    let mut b = Builder::default();
+    let mut b = Builder {
+        kernel_elements: elements
+            .iter()
+            .map(|e| ((e.family.as_str(), e.table.as_str(), e.set.as_str()), e))
+            .collect(),
+        ..Builder::default()
+    };
     let mut rules = Vec::new();
     for (idx, item) in items.into_iter().enumerate() {
         let Value::Object(obj) = item else {
@@ -171,7 +187,9 @@ struct NamedRate {
 }
 
 #[derive(Default)]
-struct Builder {
+struct Builder<'e> {
+    /// Set elements read from the kernel, by (family, table, set), for a terse listing.
+    kernel_elements: HashMap<(&'e str, &'e str, &'e str), &'e crate::snapshot::NftSetElements>,
     tables: Vec<Table>,
     table_idx: HashMap<(TableFamily, String), usize>,
     chain_idx: HashMap<(usize, String), usize>,
@@ -181,7 +199,7 @@ struct Builder {
     written_sets: HashSet<(usize, String)>,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn table_of(
         &self,
         family: &str,
@@ -256,7 +274,44 @@ impl Builder {
 
     fn add_set(&mut self, s: JSet, loc: &str) -> Result<(), String> {
         let (ti, _) = self.table_of(&s.family, &s.table, loc)?;
-        let def = convert_set(s);
+        let kernel = self
+            .kernel_elements
+            .get(&(s.family.as_str(), s.table.as_str(), s.name.as_str()))
+            .copied();
+        let interval = set_flags(&s).contains(&"interval");
+        let key_type = s
+            .key_type
+            .as_str()
+            .and_then(super::nft_setelem::KeyType::from_nft);
+        let mut def = convert_set(s);
+        if let Some(k) = kernel {
+            let ty = key_type
+                .filter(|_| matches!(def.kind, SetKind::NftSet))
+                .ok_or_else(|| {
+                    format!(
+                        "{loc}: elements read from the kernel for a set whose type is not decoded"
+                    )
+                })?;
+            if !def.elements.is_empty() || !def.unparsed.is_empty() {
+                return Err(format!(
+                    "{loc}: elements both listed and read from the kernel"
+                ));
+            }
+            match &k.error {
+                // Unread: one element nothing can be compared with, so every lookup is
+                // undecidable (never a miss).
+                Some(why) => {
+                    let what = format!("elements of set {} not read ({why})", def.name);
+                    def.elements = vec![crate::firewall::SetElem {
+                        key: vec![crate::firewall::KeyValue::Unknown(what.clone())],
+                        nomatch: false,
+                        verdict: None,
+                    }];
+                    def.unparsed = vec![what];
+                }
+                None => def.elements = super::nft_setelem::decode(k, ty, interval)?,
+            }
+        }
         self.tables[ti].sets.push(def);
         Ok(())
     }
@@ -520,6 +575,14 @@ fn set_dims(key_type: &Value, table_family: Option<TableFamily>) -> (Vec<Dim>, O
     (dims, family)
 }
 
+fn set_flags(s: &JSet) -> Vec<&str> {
+    match &s.flags {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(f)) => vec![f.as_str()],
+        _ => Vec::new(),
+    }
+}
+
 fn convert_set(s: JSet) -> SetDef {
     let (dims, family) = set_dims(&s.key_type, TableFamily::from_nft(&s.family));
     let kind = match s.map.as_ref() {
@@ -527,11 +590,7 @@ fn convert_set(s: JSet) -> SetDef {
         Some(Value::String(v)) if v == "verdict" => SetKind::NftVmap,
         Some(_) => SetKind::NftMap,
     };
-    let flags: Vec<&str> = match &s.flags {
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        Some(Value::String(f)) => vec![f.as_str()],
-        _ => Vec::new(),
-    };
+    let flags = set_flags(&s);
     // nft(8) SETS: `dynamic` sets are written from the packet path; `timeout` sets expire
     // elements on their own. Either way the content can change after we read it.
     let dynamic = flags.iter().any(|f| *f == "dynamic" || *f == "timeout") || s.timeout.is_some();
