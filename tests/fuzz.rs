@@ -327,6 +327,21 @@ fn nft_json_never_panics_on_mutated_dumps() {
     }
 }
 
+/// The kernel's set-element replies (hex) beside the terse listing they complete: mutated as
+/// pretty JSON, so a mutation can hit the hex, the names or the structure.
+#[test]
+fn nft_set_elements_never_panic_the_decoder() {
+    let terse = fixture("nft/setelem.terse.json");
+    let kernel: serde_json::Value =
+        serde_json::from_str(&fixture("nft/setelem.kernel.json")).unwrap();
+    let seeds = vec![serde_json::to_string_pretty(&kernel).unwrap()];
+    fuzz("nft set elements", &seeds, &|t| {
+        if let Ok(k) = serde_json::from_str::<Vec<origin_audit::snapshot::NftSetElements>>(t) {
+            let _ = nft_json::parse_with_elements(&terse, "fuzz", &k);
+        }
+    });
+}
+
 #[test]
 fn ipset_never_panics_on_mutated_dumps() {
     let seeds: Vec<String> = ["ipset/fail2ban.ipset", "ipset/sets.ipset"]

@@ -363,50 +363,49 @@ struct Tok {
 /// Split a rule line into words. iptables-save double-quotes arguments containing spaces or
 /// quotes and escapes `"` and `\` inside them with a backslash (xtables `xtables_save_string`).
 fn tokenize(line: &str) -> Result<Vec<Tok>, String> {
-    let mut out = Vec::new();
-    let mut chars = line.chars().peekable();
+    let mut out = Vec::with_capacity(16);
+    let mut rest = line;
     loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
         }
-        let Some(&first) = chars.peek() else { break };
-        let mut text = String::new();
-        let mut quoted = false;
-        if first == '"' {
-            quoted = true;
-            chars.next();
-            let mut closed = false;
-            while let Some(c) = chars.next() {
+        if let Some(q) = rest.strip_prefix('"') {
+            let mut text = String::new();
+            let mut chars = q.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
                 match c {
                     '\\' => match chars.next() {
-                        Some(n) => text.push(n),
+                        Some((_, n)) => text.push(n),
                         None => text.push('\\'),
                     },
                     '"' => {
-                        closed = true;
+                        end = Some(i + 1);
                         break;
                     }
                     c => text.push(c),
                 }
             }
-            if !closed {
+            let Some(end) = end else {
                 return Err(format!("unterminated quoted argument \"{text}"));
-            }
-            if chars.peek().is_some_and(|c| !c.is_whitespace()) {
+            };
+            rest = &q[end..];
+            if rest.starts_with(|c: char| !c.is_whitespace()) {
                 return Err(format!(
                     "quoted argument \"{text}\" runs into the next word"
                 ));
             }
+            out.push(Tok { text, quoted: true });
         } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                text.push(c);
-                chars.next();
-            }
+            // One allocation of the word's exact size.
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            out.push(Tok {
+                text: rest[..end].to_string(),
+                quoted: false,
+            });
+            rest = &rest[end..];
         }
-        out.push(Tok { text, quoted });
     }
     Ok(out)
 }
