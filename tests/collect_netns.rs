@@ -271,7 +271,7 @@ fn live_host_in_private_namespace() {
             .unwrap_or_else(|| panic!("no read error for {source}: {:?}", snap.read_errors))
     };
     for source in [
-        "nft -j list ruleset",
+        "nft -j -t list ruleset",
         "iptables-nft-save",
         "/proc/net/ip_tables_names",
     ] {

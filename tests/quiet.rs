@@ -34,11 +34,11 @@ fn check(ns: &Netns, dir: &Path, extra: &[&str]) -> Command {
     c
 }
 
-/// A stub `nft` first on PATH: logs start/end, sleeps, then runs the real one.
-fn nft_stub(dir: &Path, body: &str) -> String {
+/// A stub `tool` first on PATH running `body` (a shell script).
+fn tool_stub(dir: &Path, tool: &str, body: &str) -> String {
     let bin = dir.join("stub-bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let nft = bin.join("nft");
+    let nft = bin.join(tool);
     std::fs::write(&nft, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&nft, std::fs::Permissions::from_mode(0o755)).unwrap();
     format!(
@@ -96,12 +96,14 @@ fn two_runs_do_not_overlap() {
     }
     let dir = tempfile::tempdir().unwrap();
     let ns = Netns::web_origin("lock");
-    let log = dir.path().join("nft.log");
-    // Each run's `nft` takes 2 s and logs when it starts and ends.
-    let path = nft_stub(
+    let log = dir.path().join("ipset.log");
+    // Each run's `ipset save` (a tool every run calls) takes 2 s and logs when it starts and
+    // ends.
+    let path = tool_stub(
         dir.path(),
+        "ipset",
         &format!(
-            "echo start $(date +%s.%N) >> {log}\nsleep 2\necho end $(date +%s.%N) >> {log}\nexec /usr/sbin/nft \"$@\"",
+            "echo start $(date +%s.%N) >> {log}\nsleep 2\necho end $(date +%s.%N) >> {log}\nexec /usr/sbin/ipset \"$@\"",
             log = log.display()
         ),
     );
@@ -116,7 +118,7 @@ fn two_runs_do_not_overlap() {
     // Let the first run take the lock.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !log.exists() {
-        assert!(Instant::now() < deadline, "first run never started nft");
+        assert!(Instant::now() < deadline, "first run never started ipset");
         std::thread::sleep(Duration::from_millis(20));
     }
     // A second run that will not wait long enough gives up: exit 3, naming the holder.
@@ -134,7 +136,7 @@ fn two_runs_do_not_overlap() {
     );
     // `ip netns exec` execs, so the pid in the lock file is the first run's.
     assert!(err.contains(&format!("(pid {first_pid})")), "{err}");
-    // A patient second run waits for the first, then runs: their nft calls never interleave.
+    // A patient second run waits for the first, then runs: their ipset calls never interleave.
     let o = run_bounded(
         check(&ns, dir.path(), &["--lock-wait", "30"]).env("PATH", &path),
         60,
@@ -162,7 +164,15 @@ fn hung_nft_is_reported_within_the_configured_timeout() {
     }
     let dir = tempfile::tempdir().unwrap();
     let ns = Netns::web_origin("hung");
-    let path = nft_stub(dir.path(), "exec sleep 300");
+    // A native nft table: `nft` is read only when nf_tables holds a table no iptables-nft
+    // dump shows.
+    let st = ns
+        .cmd("nft")
+        .args(["add", "table", "inet", "native"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let path = tool_stub(dir.path(), "nft", "exec sleep 300");
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, "[audit]\ncommand_timeout_secs = 2\n").unwrap();
     let t = Instant::now();
@@ -175,7 +185,7 @@ fn hung_nft_is_reported_within_the_configured_timeout() {
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(3), "{out}{}", text(&o.stderr));
     assert!(
-        out.contains("nft -j list ruleset` did not finish within 2 s and was killed"),
+        out.contains("nft -j -t list ruleset` did not finish within 2 s and was killed"),
         "{out}"
     );
     // 2 s for nft, the other tools are quick; far below the 10 s default.

@@ -1,9 +1,11 @@
 //! Raw firewall dumps of the live host, and what could not be read.
 //!
-//! Owns: which tool to run for which backend (`nft -j list ruleset`, `ip[6]tables-nft-save`,
-//! `ip[6]tables-legacy-save` only when the legacy backend holds tables, plain `ip[6]tables-save`
-//! on older iptables, `ipset save`), the nf_tables table list used when `nft` is missing, and
-//! turning every failure into a [`ReadError`] that says whether rules were left unread.
+//! Owns: which tool to run for which backend (`ip[6]tables-nft-save`, `ip[6]tables-legacy-save`
+//! only when the legacy backend holds tables, plain `ip[6]tables-save` on older iptables,
+//! `ipset save`; `nft -j -t list ruleset` plus the referenced sets' elements over netlink, only
+//! when nf_tables holds a table no iptables-nft dump shows), the nf_tables table list, running
+//! the independent readers at once, and turning every failure into a [`ReadError`] that says
+//! whether rules were left unread.
 //! Must not: parse rules (the `firewall` parsers do, from these verbatim dumps) or change
 //! anything: no `-restore`, no module loading (see [`read_legacy`]).
 //!
@@ -157,8 +159,13 @@ fn read_nft(
     };
     let terse = match host.run("nft", &["-j", "-t", "list", "ruleset"]) {
         Ok(o) => o.stdout,
-        Err(e) if e.is_not_installed() => return Err(("nft -j -t list ruleset", e)),
-        // An nft without -t, or a failure the full listing may not have: try it.
+        // Missing, hung or denied: the full listing would be no better.
+        Err(
+            e @ (CmdError::NotInstalled { .. }
+            | CmdError::TimedOut { .. }
+            | CmdError::PermissionDenied { .. }),
+        ) => return Err(("nft -j -t list ruleset", e)),
+        // An nft that refuses -t, or another failure the full listing may not have: try it.
         Err(_) => return full(),
     };
     let Some(sets) = referenced_sets(&terse) else {
@@ -949,8 +956,14 @@ mod tests {
         let (_, e) = read_firewall(&host);
         assert!(
             e.iter()
-                .any(|e| e.source == "nft -j list ruleset" && e.firewall),
+                .any(|e| e.source == "nft -j -t list ruleset" && e.firewall),
             "{e:?}"
+        );
+        // Denied: the full listing would be denied too, and is not tried.
+        assert!(
+            !ran(&host).iter().any(|c| c == "nft -j list ruleset"),
+            "{:?}",
+            ran(&host)
         );
 
         // nf_tables not loaded (modules supported, not built in): no table can exist; neither
