@@ -279,29 +279,9 @@ fn bench_round_trip(c: &mut Criterion) {
     g.finish();
 }
 
-/// 5,000 rules that match on what the model cannot decide (DSCP, TTL, MAC, time, string: 1,000
-/// of each, in turn, before a plain accept of the web ports): must cost about what 5,000
-/// decidable rules do.
-pub fn conditional_5k() -> String {
-    let mut s =
-        String::from("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n");
-    let kinds = [
-        "-m dscp --dscp 0x0a",
-        "-m ttl --ttl-lt 5",
-        "-m mac --mac-source 02:00:00:00:00:01",
-        "-m time --timestart 01:00 --timestop 02:00",
-        "-m string --algo bm --string evil",
-    ];
-    for i in 0..5000 {
-        let _ = writeln!(s, "-A INPUT -p tcp {} -j DROP", kinds[i % kinds.len()]);
-    }
-    s.push_str("-A INPUT -p tcp -m multiport --dports 80,443 -j ACCEPT\nCOMMIT\n");
-    s
-}
-
 fn bench_conditional(c: &mut Criterion) {
     let opts = Options::new(time::OffsetDateTime::now_utc());
-    let snap = snapshot(conditional_5k(), None);
+    let snap = snapshot(common::rules_5k(true), None);
     let p = analysis::prepare(&snap);
     assert!(p.errors.is_empty(), "{:?}", p.errors);
     let r = analysis::analyze_prepared(&snap, &p, &opts);

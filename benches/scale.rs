@@ -18,10 +18,9 @@
 
 mod common;
 
-use common::{ipset, kube_proxy, snapshot};
+use common::{ipset, kube_proxy, rules_5k, snapshot};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use origin_audit::analysis::{self, Options};
-use std::fmt::Write;
 use std::hint::black_box;
 
 const KUBE: [(&str, usize); 3] = [("1k", 137), ("10k", 1_370), ("100k", 13_700)];
@@ -78,34 +77,6 @@ fn bench_kube(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// 5,000 rules before the web ports' accept, none matching Cloudflare's SYN: decidable
-/// (source /24s elsewhere) or not (DSCP, TTL, MAC, time, string: 1,000 of each).
-fn rules_5k(undecidable: bool) -> String {
-    let mut s =
-        String::from("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n");
-    let kinds = [
-        "-m dscp --dscp 0x0a",
-        "-m ttl --ttl-lt 5",
-        "-m mac --mac-source 02:00:00:00:00:01",
-        "-m time --timestart 01:00 --timestop 02:00",
-        "-m string --algo bm --string evil",
-    ];
-    for i in 0..5000 {
-        if undecidable {
-            let _ = writeln!(s, "-A INPUT -p tcp {} -j DROP", kinds[i % kinds.len()]);
-        } else {
-            let _ = writeln!(
-                s,
-                "-A INPUT -p tcp -s 10.{}.{}.0/24 -j DROP",
-                i / 256,
-                i % 256
-            );
-        }
-    }
-    s.push_str("-A INPUT -p tcp -m multiport --dports 80,443 -j ACCEPT\nCOMMIT\n");
-    s
 }
 
 fn bench_undecidable(c: &mut Criterion) {

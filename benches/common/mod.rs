@@ -129,22 +129,11 @@ pub fn kube_proxy(services: usize) -> String {
          -A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP\n\
          -A KUBE-PROXY-FIREWALL -d 203.0.113.2/32 -p tcp -m tcp --dport 443 -j KUBE-FW-INGRESS\n",
     );
-    for cidr in [
-        "173.245.48.0/20",
-        "103.21.244.0/22",
-        "103.22.200.0/22",
-        "103.31.4.0/22",
-        "141.101.64.0/18",
-        "108.162.192.0/18",
-        "190.93.240.0/20",
-        "188.114.96.0/20",
-        "197.234.240.0/22",
-        "198.41.128.0/17",
-        "162.158.0.0/15",
-        "104.16.0.0/13",
-        "104.24.0.0/14",
-        "172.64.0.0/13",
-    ] {
+    // A stale loadBalancerSourceRanges list: Cloudflare's IPv4 ranges without 131.0.72.0/22.
+    let cf = origin_audit::ranges::cloudflare()
+        .bundled_ranges()
+        .expect("bundled ranges");
+    for cidr in cf.ipv4.iter().filter(|n| n.to_string() != "131.0.72.0/22") {
         let _ = writeln!(s, "-A KUBE-FW-INGRESS -s {cidr} -j RETURN");
     }
     s.push_str("-A KUBE-FW-INGRESS -j DROP\nCOMMIT\n");
@@ -182,5 +171,33 @@ pub fn ipset(name: &str, n: u32, inside: u32) -> String {
             a & 255
         );
     }
+    s
+}
+
+/// 5,000 rules before the web ports' accept, none matching Cloudflare's SYN: decidable
+/// (source /24s elsewhere) or not (DSCP, TTL, MAC, time, string: 1,000 of each, in turn).
+pub fn rules_5k(undecidable: bool) -> String {
+    let mut s =
+        String::from("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    let kinds = [
+        "-m dscp --dscp 0x0a",
+        "-m ttl --ttl-lt 5",
+        "-m mac --mac-source 02:00:00:00:00:01",
+        "-m time --timestart 01:00 --timestop 02:00",
+        "-m string --algo bm --string evil",
+    ];
+    for i in 0..5000 {
+        if undecidable {
+            let _ = writeln!(s, "-A INPUT -p tcp {} -j DROP", kinds[i % kinds.len()]);
+        } else {
+            let _ = writeln!(
+                s,
+                "-A INPUT -p tcp -s 10.{}.{}.0/24 -j DROP",
+                i / 256,
+                i % 256
+            );
+        }
+    }
+    s.push_str("-A INPUT -p tcp -m multiport --dports 80,443 -j ACCEPT\nCOMMIT\n");
     s
 }
