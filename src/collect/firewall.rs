@@ -68,10 +68,10 @@ const NEEDS_ROOT: &str = "needs root (CAP_NET_ADMIN)";
 /// Read every firewall backend present. Never fails: what could not be read is in the errors.
 ///
 /// The iptables dumps (both families), `ipset save` and the kernel's nf_tables table list are
-/// independent: they run at once, so the slowest of them, not their sum, sets the time. `nft -j
-/// list ruleset` runs only when nf_tables holds a table that no iptables-nft dump shows (see
-/// [`nft_needed`]): on a host where nf_tables holds only iptables-nft's own tables it would
-/// print the same rules again, and it is by far the slowest reader (seconds on large rulesets).
+/// independent: they run at once, so the slowest of them, not their sum, sets the time. `nft`
+/// runs only when nf_tables holds a table that no iptables-nft dump shows (see [`nft_needed`]):
+/// on a host where nf_tables holds only iptables-nft's own tables it would print the same rules
+/// again, and it is by far the slowest reader (seconds on large rulesets).
 pub fn read_firewall(host: &(dyn Host + Sync)) -> (Dumps, Vec<ReadError>) {
     let mut dumps = Dumps::default();
     let mut errors = Vec::new();
@@ -89,8 +89,7 @@ pub fn read_firewall(host: &(dyn Host + Sync)) -> (Dumps, Vec<ReadError>) {
             tables,
         )
     });
-    for (fam, errs) in [v4, v6] {
-        let ((nft, legacy), v6) = (fam, errs.1);
+    for ((nft, legacy), (family_errors, v6)) in [v4, v6] {
         let (nft_slot, legacy_slot) = if v6 {
             (
                 &mut dumps.ip6tables_nft_save,
@@ -104,7 +103,7 @@ pub fn read_firewall(host: &(dyn Host + Sync)) -> (Dumps, Vec<ReadError>) {
         };
         *nft_slot = nft;
         *legacy_slot = legacy;
-        errors.extend(errs.0);
+        errors.extend(family_errors);
     }
     let (ipset_save, ipset_errors) = ipset;
     dumps.ipset_save = ipset_save;
@@ -145,8 +144,9 @@ pub fn read_firewall(host: &(dyn Host + Sync)) -> (Dumps, Vec<ReadError>) {
 /// listing (`nft -j -t`, no set elements) and one netlink dump per referenced set replace
 /// `nft -j list ruleset`, which takes minutes to print a million-element set. Sets no rule
 /// references are not read at all. When a referenced set is a map or has a key type
-/// [`nft_setelem`](crate::firewall::nft_setelem) does not decode, or a dump fails, the full
-/// listing is read instead: slower, never less.
+/// [`nft_setelem`](crate::firewall::nft_setelem) does not decode, the full listing is read
+/// instead: slower, never less. A set whose dump fails (or outlasts the tools' timeout) is
+/// recorded as unread, with a read error: the full listing would run the same kernel dump.
 fn read_nft(
     host: &dyn Host,
     errors: &mut Vec<ReadError>,
