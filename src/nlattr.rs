@@ -1,6 +1,7 @@
 //! Netlink attributes (`struct nlattr` / `struct rtattr`: u16 length, u16 type, payload,
 //! 4-byte aligned), walked without I/O: shared by the readers in `collect::netlink` and the
-//! pure decoders of replies kept in a snapshot (`firewall::nft_setelem`).
+//! pure decoders of replies kept in a snapshot (`firewall::nft_setelem`), and the hex form
+//! those replies are kept in.
 
 /// Attributes starting at `p[0]`, as (type without the NLA_F_NESTED / NLA_F_NET_BYTEORDER
 /// bits, payload).
@@ -27,4 +28,27 @@ pub fn attrs(p: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
 /// `n` rounded up to a multiple of 4 (NLMSG_ALIGN / NLA_ALIGN).
 pub fn align4(n: usize) -> usize {
     (n + 3) & !3
+}
+
+/// `b` as lowercase hex (how a snapshot keeps a kernel reply verbatim).
+pub fn hex(b: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(char::from(D[usize::from(x >> 4)]));
+        s.push(char::from(D[usize::from(x & 15)]));
+    }
+    s
+}
+
+/// The bytes of [`hex`] text; `None` for anything else.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    let d = |c: u8| char::from(c).to_digit(16).map(|v| v as u8);
+    b.chunks(2)
+        .map(|p| Some(d(p[0])? << 4 | d(p[1])?))
+        .collect()
 }

@@ -83,13 +83,13 @@ pub fn read_firewall(host: &(dyn Host + Sync)) -> (Dumps, Vec<ReadError>) {
         let ipset = sc.spawn(|| read_ipset(host));
         let tables = may_hold_tables.then(|| host.nft_tables());
         (
-            joined(v4, "iptables (IPv4)"),
-            joined(v6, "ip6tables (IPv6)"),
-            joined(ipset, "ipset sets"),
+            super::joined(v4, "iptables (IPv4)", true),
+            super::joined(v6, "ip6tables (IPv6)", true),
+            super::joined(ipset, "ipset sets", true),
             tables,
         )
     });
-    for ((nft, legacy), (family_errors, v6)) in [v4, v6] {
+    for (v6, ((nft, legacy), family_errors)) in [(false, v4), (true, v6)] {
         let (nft_slot, legacy_slot) = if v6 {
             (
                 &mut dumps.ip6tables_nft_save,
@@ -230,15 +230,15 @@ fn referenced_sets(terse: &str) -> Option<Vec<(String, String, String)>> {
     Some(out)
 }
 
-/// (nft dump, legacy dump), (errors, v6?) of one family's iptables.
-type FamilyRead = ((Option<String>, Option<String>), (Vec<ReadError>, bool));
+/// (nft dump, legacy dump) of one family's iptables, and what went wrong.
+type FamilyRead = ((Option<String>, Option<String>), Vec<ReadError>);
 
 fn read_iptables(host: &dyn Host, v6: bool) -> FamilyRead {
     let tools = IptablesTools::probe(host, v6);
     let (mut nft, mut legacy, mut errors) = (None, None, Vec::new());
     read_iptables_nft(host, &tools, &mut nft, &mut errors);
     read_legacy(host, &tools, &mut legacy, &mut errors);
-    ((nft, legacy), (errors, v6))
+    ((nft, legacy), errors)
 }
 
 fn read_ipset(host: &dyn Host) -> (Option<String>, Vec<ReadError>) {
@@ -248,36 +248,6 @@ fn read_ipset(host: &dyn Host) -> (Option<String>, Vec<ReadError>) {
         // as undecidable; nothing else to say here.
         Err(e) if e.is_not_installed() => (None, Vec::new()),
         Err(e) => (None, vec![cmd_error("ipset sets", "ipset save", &e)]),
-    }
-}
-
-/// A reader thread's result. A panic in a reader is a bug, but it must not take the others'
-/// results with it, nor pass for "nothing there": it leaves that backend unread.
-fn joined<T: Default + WithError>(h: std::thread::ScopedJoinHandle<'_, T>, what: &str) -> T {
-    h.join().unwrap_or_else(|_| {
-        T::with_error(ReadError {
-            what: what.to_string(),
-            source: "origin-audit reader thread".into(),
-            message: "the reader failed unexpectedly (a bug: please report it)".into(),
-            firewall: true,
-        })
-    })
-}
-
-trait WithError {
-    fn with_error(e: ReadError) -> Self;
-}
-
-impl WithError for FamilyRead {
-    fn with_error(e: ReadError) -> Self {
-        let v6 = e.what.contains("IPv6");
-        ((None, None), (vec![e], v6))
-    }
-}
-
-impl WithError for (Option<String>, Vec<ReadError>) {
-    fn with_error(e: ReadError) -> Self {
-        (None, vec![e])
     }
 }
 
@@ -561,14 +531,9 @@ pub fn list_nft_tables() -> Result<Vec<(String, String)>, NetlinkError> {
 
 /// NFPROTO_* (include/uapi/linux/netfilter.h) as nft spells the family.
 fn nfproto_name(p: u8) -> String {
-    match p {
-        1 => "inet".into(),
-        2 => "ip".into(),
-        3 => "arp".into(),
-        5 => "netdev".into(),
-        7 => "bridge".into(),
-        10 => "ip6".into(),
-        other => format!("family {other}"),
+    match super::nft_sets::NFPROTO.iter().find(|(n, _)| *n == p) {
+        Some((_, name)) => (*name).to_string(),
+        None => format!("family {p}"),
     }
 }
 

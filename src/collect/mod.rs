@@ -202,13 +202,9 @@ pub fn read_host() -> HostState {
             let listeners = read_listeners(&ifnames, &mut read_errors);
             (
                 listeners,
-                fw.join()
-                    .unwrap_or_else(|_| panicked("firewall rules", true)),
-                routing
-                    .join()
-                    .unwrap_or_else(|_| panicked("routes and routing rules", false)),
-                tc.join()
-                    .unwrap_or_else(|_| panicked("tc filters and XDP programs", false)),
+                joined(fw, "firewall rules", true),
+                joined(routing, "routes and routing rules", false),
+                joined(tc, "tc filters and XDP programs", false),
             )
         });
     read_errors.extend(fw_errors);
@@ -264,18 +260,24 @@ fn read_listeners(
     }
 }
 
-/// What a reader thread that panicked leaves: nothing read, and an error that says so (a
-/// reader's bug must not pass for "nothing there", nor take the other readers with it).
-fn panicked<T: Default>(what: &str, firewall: bool) -> (T, Vec<ReadError>) {
-    (
-        T::default(),
-        vec![ReadError {
-            what: what.into(),
-            source: "origin-audit reader thread".into(),
-            message: "the reader failed unexpectedly (a bug: please report it)".into(),
-            firewall,
-        }],
-    )
+/// A reader thread's result. One that panicked leaves nothing read and an error that says so:
+/// a reader's bug must not pass for "nothing there", nor take the other readers with it.
+fn joined<T: Default>(
+    h: std::thread::ScopedJoinHandle<'_, (T, Vec<ReadError>)>,
+    what: &str,
+    firewall: bool,
+) -> (T, Vec<ReadError>) {
+    h.join().unwrap_or_else(|_| {
+        (
+            T::default(),
+            vec![ReadError {
+                what: what.into(),
+                source: "origin-audit reader thread".into(),
+                message: "the reader failed unexpectedly (a bug: please report it)".into(),
+                firewall,
+            }],
+        )
+    })
 }
 
 /// The listen-queue and conntrack drop counters of this namespace (columns missing on this

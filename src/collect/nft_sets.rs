@@ -15,17 +15,18 @@ const NFT_MSG_GETSETELEM: u16 = 13;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 
-/// NFPROTO_* of an nft family name.
+/// NFPROTO_* (include/uapi/linux/netfilter.h) and the nft family name of each.
+pub(super) const NFPROTO: [(u8, &str); 6] = [
+    (1, "inet"),
+    (2, "ip"),
+    (3, "arp"),
+    (5, "netdev"),
+    (7, "bridge"),
+    (10, "ip6"),
+];
+
 fn nfproto(family: &str) -> Option<u8> {
-    Some(match family {
-        "inet" => 1,
-        "ip" => 2,
-        "arp" => 3,
-        "netdev" => 5,
-        "bridge" => 7,
-        "ip6" => 10,
-        _ => return None,
-    })
+    NFPROTO.iter().find(|(_, n)| *n == family).map(|(p, _)| *p)
 }
 
 /// A string attribute, NUL-terminated and padded to 4 bytes.
@@ -65,7 +66,7 @@ pub fn read_set(family: &str, table: &str, set: &str) -> Result<NftSetElements, 
     let messages = msgs
         .into_iter()
         .filter(|(ty, p)| *ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM && p.len() >= 4)
-        .map(|(_, p)| hex(&p[4..]))
+        .map(|(_, p)| crate::nlattr::hex(&p[4..]))
         .collect();
     Ok(NftSetElements {
         family: family.to_string(),
@@ -74,14 +75,4 @@ pub fn read_set(family: &str, table: &str, set: &str) -> Result<NftSetElements, 
         messages,
         error: None,
     })
-}
-
-fn hex(b: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push(char::from(D[usize::from(x >> 4)]));
-        s.push(char::from(D[usize::from(x & 15)]));
-    }
-    s
 }

@@ -19,7 +19,7 @@
 
 use super::addr::AddrRange;
 use super::{Family, KeyValue, SetElem};
-use crate::nlattr::attrs;
+use crate::nlattr::{attrs, unhex};
 use crate::snapshot::NftSetElements;
 
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -210,17 +210,6 @@ fn data_value(nested: &[u8], ty: KeyType) -> Result<u128, String> {
     Err("a key without NFTA_DATA_VALUE".into())
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    if !b.len().is_multiple_of(2) {
-        return None;
-    }
-    let d = |c: u8| char::from(c).to_digit(16).map(|v| v as u8);
-    b.chunks(2)
-        .map(|p| Some(d(p[0])? << 4 | d(p[1])?))
-        .collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests unwrap their own fixtures
 mod tests {
@@ -281,7 +270,7 @@ mod tests {
             family: "ip".into(),
             table: "t".into(),
             set: "s".into(),
-            messages: vec![hex(&nest(3, &elems))],
+            messages: vec![crate::nlattr::hex(&nest(3, &elems))],
             error: None,
         };
         let got = decode(&d, KeyType::Ipv4, true).unwrap();
@@ -333,9 +322,5 @@ mod tests {
             e.extend(f);
         }
         nest(NFTA_LIST_ELEM, &e)
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }
